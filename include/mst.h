@@ -1,0 +1,249 @@
+/*
+ * mst: every rank of an MPI job writes its own tensors into one shared
+ * safetensors file.
+ *
+ * The file written is byte-identical to what the reference writer
+ * (safetensors.torch.save_file) produces for the same tensors, whatever the
+ * number of ranks and whichever rank holds which tensor.
+ *
+ * Conventions
+ * - Every function returning int returns MST_OK (0) or one of the stable error
+ *   codes below; mst_strerror() names a code, the handle's *_error() function
+ *   gives the detail (which tensor, which rank, which system error).
+ * - Each function says whether it is "collective over the writer's
+ *   communicator" (every rank must call it, in the same order, and every rank
+ *   gets the same return value and the same message) or "local".
+ * - The library never aborts, exits or prints; it never calls MPI_Init.
+ *
+ * Memory: who frees what
+ * - Handles are created by *_open and released by *_free, which accept NULL.
+ * - Tensor data passed to mst_writer_add() stays owned by the caller and must
+ *   stay valid and unchanged until mst_writer_commit() returns; nothing is
+ *   copied. Names, shapes, metadata keys and values are copied at the call.
+ * - Strings returned by the library (error texts, names, dtype names) belong
+ *   to the library: do not free them. Texts from a handle stay valid until the
+ *   next call on that handle or its free.
+ */
+#ifndef MST_H
+#define MST_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && !defined(MST_STATIC)
+#define MST_API __attribute__((visibility("default")))
+#else
+#define MST_API
+#endif
+
+#define MST_VERSION_MAJOR 0
+#define MST_VERSION_MINOR 1
+#define MST_VERSION_PATCH 0
+#define MST_VERSION_NUMBER \
+    (MST_VERSION_MAJOR * 10000 + MST_VERSION_MINOR * 100 + MST_VERSION_PATCH)
+
+/* Local. The version of the library actually linked (MST_VERSION_NUMBER form). */
+MST_API unsigned mst_version_number(void);
+/* Local. "MAJOR.MINOR.PATCH". */
+MST_API const char *mst_version_string(void);
+
+/* Limits of the format as its readers enforce them. */
+#define MST_MAX_HEADER_SIZE 100000000u /* bytes of JSON header, padding included */
+/* Offsets and sizes above 2^53 cannot be represented exactly by JSON readers
+ * that use doubles; mst neither writes nor accepts them. */
+#define MST_MAX_OFFSET (UINT64_C(1) << 53)
+
+/*
+ * The safetensors dtypes. The numbers are the reference implementation's enum
+ * order, which also decides the canonical tensor order in a file (descending).
+ */
+typedef enum mst_dtype {
+    MST_BOOL = 0,
+    MST_F4 = 1,          /* 4 bits; torch float4_e2m1fn_x2 packs two */
+    MST_F6_E2M3 = 2,     /* 6 bits */
+    MST_F6_E3M2 = 3,     /* 6 bits */
+    MST_U8 = 4,
+    MST_I8 = 5,
+    MST_F8_E5M2 = 6,
+    MST_F8_E4M3 = 7,     /* torch float8_e4m3fn */
+    MST_F8_E8M0 = 8,     /* torch float8_e8m0fnu */
+    MST_F8_E4M3FNUZ = 9,
+    MST_F8_E5M2FNUZ = 10,
+    MST_I16 = 11,
+    MST_U16 = 12,
+    MST_F16 = 13,
+    MST_BF16 = 14,
+    MST_I32 = 15,
+    MST_U32 = 16,
+    MST_F32 = 17,
+    MST_C64 = 18,
+    MST_F64 = 19,
+    MST_I64 = 20,
+    MST_U64 = 21
+} mst_dtype;
+#define MST_DTYPE_COUNT 22
+
+/* Local. The safetensors name ("BF16"), or NULL for a value outside the enum. */
+MST_API const char *mst_dtype_name(mst_dtype dtype);
+/* Local. Exact, case-sensitive lookup of a safetensors name. Returns MST_OK and
+ * sets *out, or MST_ERR_UNKNOWN_DTYPE (MST_ERR_INVALID_ARGUMENT for NULLs). */
+MST_API int mst_dtype_from_name(const char *name, mst_dtype *out);
+/* Local. Bits per element (4, 6, 8, 16, 32 or 64), or 0 outside the enum. */
+MST_API int mst_dtype_bits(mst_dtype dtype);
+
+/* Error codes. The numbers are stable; new codes get new numbers. */
+enum mst_error_code {
+    MST_OK = 0,
+    MST_ERR_INVALID_ARGUMENT = 1,  /* NULL handle or path, ndim < 0, NULL shape, ranks disagree on path or options */
+    MST_ERR_NO_MEMORY = 2,         /* an allocation failed */
+    MST_ERR_STATE = 3,             /* call not allowed now: add after commit, commit twice, use after a failed open */
+    MST_ERR_MPI = 4,               /* an MPI call outside file I/O failed */
+    MST_ERR_EMPTY_NAME = 10,       /* a tensor name is "" */
+    MST_ERR_RESERVED_NAME = 11,    /* a tensor is named "__metadata__" */
+    MST_ERR_INVALID_UTF8 = 12,     /* a tensor name, metadata key or value is not valid UTF-8 */
+    MST_ERR_DUPLICATE_NAME = 13,   /* one tensor name declared twice (same rank or two ranks) */
+    MST_ERR_UNKNOWN_DTYPE = 14,    /* dtype outside mst_dtype, or an unknown dtype name */
+    MST_ERR_NEGATIVE_DIM = 15,     /* a dimension of a shape is negative */
+    MST_ERR_SIZE_OVERFLOW = 16,    /* element count, bits, bytes or total data size overflow 64 bits, or exceed MST_MAX_OFFSET */
+    MST_ERR_PARTIAL_BYTES = 17,    /* a sub-byte (F4, F6) tensor is not a whole number of bytes */
+    MST_ERR_NULL_DATA = 18,        /* NULL data for a tensor with bytes */
+    MST_ERR_HEADER_TOO_LARGE = 19, /* header above MST_MAX_HEADER_SIZE bytes */
+    MST_ERR_METADATA_CONFLICT = 20,/* one metadata key given two different values */
+    MST_ERR_TARGET_DIR = 30,       /* target's directory missing, not a directory or not writable; target is a directory */
+    MST_ERR_IO = 31,               /* a file operation failed: open, write (short writes included), sync, close, rename */
+    MST_ERR_FORMAT = 40,           /* a file is not valid safetensors: header length, UTF-8, JSON, types, fields */
+    MST_ERR_OFFSETS = 41,          /* a file's data_offsets are invalid: not from 0, holes, overlaps, size mismatch, trailing bytes */
+    MST_ERR_NOT_FOUND = 42,        /* no tensor of that name in the file */
+    MST_ERR_RANGE = 43             /* a read outside a tensor's bytes */
+};
+
+/* Local. A short, constant description of a code ("duplicate tensor name"). */
+MST_API const char *mst_strerror(int code);
+
+/* ------------------------------------------------------------------------ */
+/* Writer: one save of one safetensors file from all ranks of a communicator */
+
+typedef struct mst_writer mst_writer;
+
+/*
+ * Collective over comm. Starts a save to `path` (the same path on every rank;
+ * rank 0's is used and the others are checked against it). `comm` is
+ * duplicated, so the caller may free it after this call; `hints` (or
+ * MPI_INFO_NULL) is duplicated and passed to MPI_File_open, so striping_factor,
+ * striping_unit, cb_nodes and the like reach the MPI-IO layer.
+ * Nothing is created on disk before mst_writer_commit().
+ * On success *w is a new handle. On failure the return value is the same on
+ * every rank and *w is, where memory allowed, a handle that holds only the
+ * message (mst_writer_error) and must still be freed; otherwise NULL.
+ */
+MST_API int mst_writer_open(mst_writer **w, MPI_Comm comm, const char *path, MPI_Info hints);
+
+/*
+ * Local. Durability: when enabled (the default) the commit calls
+ * MPI_File_sync on every rank before the rename and fsyncs the target's
+ * directory after it, so the new file survives a power loss once commit
+ * returns. Disabled, the file is complete and atomically in place for every
+ * reader, but its bytes may still sit in the page cache. Every rank must give
+ * the same setting; the commit checks it (MST_ERR_INVALID_ARGUMENT).
+ */
+MST_API int mst_writer_set_fsync(mst_writer *w, int enabled);
+
+/*
+ * Local. Declares one tensor this rank owns: `shape` has `ndim` dimensions
+ * (ndim 0 is a scalar, one element), `data` holds the tensor's bytes in C
+ * (row-major) order, little-endian, product(shape) * bits / 8 bytes. The data
+ * is not copied; it is written from this buffer during the commit.
+ * An invalid declaration returns its error here and is also kept: the commit
+ * then fails with it on every rank (the first error of each rank; the lowest
+ * failing rank's error is what all ranks return).
+ */
+MST_API int mst_writer_add(mst_writer *w, const char *name, mst_dtype dtype,
+                   int ndim, const int64_t *shape, const void *data);
+
+/*
+ * Local. Adds one "__metadata__" entry (string to string). Several ranks may
+ * give the same key with the same value; two different values for one key,
+ * on one rank or on two, fail the commit with MST_ERR_METADATA_CONFLICT.
+ * Entries are written sorted by key (byte order), so the output is
+ * deterministic; without any entry the header has no "__metadata__".
+ */
+MST_API int mst_writer_add_metadata(mst_writer *w, const char *key, const char *value);
+
+/*
+ * Collective over the writer's communicator. Performs the save: metadata to
+ * rank 0, plan, offsets back, every rank writes its own tensors into
+ * "<path>.tmp-mst.<host>.<pid>.<random>" with MPI-IO, rank 0 writes the
+ * header, sync (see mst_writer_set_fsync), close, rename over `path`.
+ * Returns the same value on every rank, with the same message. On any error no
+ * file appears at `path`, the temporary file is removed, and whatever was at
+ * `path` before is untouched. A writer commits once; afterwards only
+ * mst_writer_error and mst_writer_free are meaningful.
+ */
+MST_API int mst_writer_commit(mst_writer *w);
+
+/* Local. NULL-safe; sets *w to NULL. Freeing an uncommitted writer abandons
+ * the save (nothing was written). The duplicated communicator is freed. */
+MST_API void mst_writer_free(mst_writer **w);
+
+/* Local. The detail of the last error on this handle ("" if none). */
+MST_API const char *mst_writer_error(const mst_writer *w);
+
+/* ------------------------------------------------------------------------ */
+/* Reader: validate a safetensors file and read tensors back (local, no MPI)  */
+
+typedef struct mst_reader mst_reader;
+
+typedef struct mst_tensor_info {
+    const char *name;      /* NUL-terminated; may contain "\0" escapes, see name_len */
+    size_t name_len;       /* bytes of name, without the terminator */
+    mst_dtype dtype;
+    int ndim;
+    const int64_t *shape;  /* ndim entries */
+    uint64_t begin;        /* data_offsets, relative to the data buffer */
+    uint64_t end;
+} mst_tensor_info;
+
+/*
+ * Local. Opens `path`, reads its header (never its data) and validates the
+ * file by every rule of the reference reader, plus: duplicate tensor names,
+ * duplicate metadata keys, and integers above MST_MAX_OFFSET are rejected.
+ * On success *r is a new handle. On failure *r is, where memory allowed, a
+ * handle holding only the message (mst_reader_error) and must still be freed;
+ * otherwise NULL.
+ */
+MST_API int mst_reader_open(mst_reader **r, const char *path);
+/* Local. NULL-safe; sets *r to NULL. */
+MST_API void mst_reader_free(mst_reader **r);
+/* Local. Detail of the last error ("" if none). */
+MST_API const char *mst_reader_error(const mst_reader *r);
+
+/* Local. Number of tensors; tensor i (in data offset order) into *out. */
+MST_API size_t mst_reader_count(const mst_reader *r);
+MST_API int mst_reader_tensor(const mst_reader *r, size_t i, mst_tensor_info *out);
+/* Local. Looks a tensor up by name: MST_OK, or MST_ERR_NOT_FOUND. */
+MST_API int mst_reader_find(const mst_reader *r, const char *name, mst_tensor_info *out);
+/* Local. "__metadata__" entries, sorted by key. */
+MST_API size_t mst_reader_metadata_count(const mst_reader *r);
+MST_API int mst_reader_metadata(const mst_reader *r, size_t i, const char **key, const char **value);
+/* Local. Header length N (padding included) and the file offset where the
+ * data buffer starts (8 + N); total bytes of the data buffer. */
+MST_API uint64_t mst_reader_header_size(const mst_reader *r);
+MST_API uint64_t mst_reader_data_start(const mst_reader *r);
+MST_API uint64_t mst_reader_data_size(const mst_reader *r);
+/*
+ * Local. Reads `len` bytes of tensor `name` starting `offset` bytes into the
+ * tensor into `buf`. MST_ERR_RANGE if the range leaves the tensor,
+ * MST_ERR_IO if the file is shorter than its header says or a read fails.
+ */
+MST_API int mst_reader_read(mst_reader *r, const char *name, uint64_t offset, void *buf, uint64_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MST_H */

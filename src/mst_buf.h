@@ -1,0 +1,33 @@
+/* A growable byte buffer with a size limit and a sticky failure flag, so
+ * encoders can append without checking every call. */
+#ifndef MST_BUF_H
+#define MST_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct mst_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+    size_t limit;     /* 0: no limit */
+    int no_memory;    /* an allocation failed */
+    int over_limit;   /* an append would have passed limit */
+} mst_buf;
+
+void mst_buf_init(mst_buf *b, size_t limit);
+void mst_buf_free(mst_buf *b);
+int mst_buf_ok(const mst_buf *b);
+/* Makes room for `extra` more bytes; 0 on success. */
+int mst_buf_reserve(mst_buf *b, size_t extra);
+void mst_buf_put(mst_buf *b, const void *p, size_t n);
+void mst_buf_putc(mst_buf *b, char c);
+void mst_buf_puts(mst_buf *b, const char *s);
+/* Decimal, never an exponent. */
+void mst_buf_put_u64(mst_buf *b, uint64_t v);
+/* Fixed-width values in host byte order, for the metadata exchange between
+ * ranks of one job (all ranks share one architecture). */
+void mst_buf_put_raw32(mst_buf *b, uint32_t v);
+void mst_buf_put_raw64(mst_buf *b, uint64_t v);
+
+#endif

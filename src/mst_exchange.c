@@ -1,0 +1,324 @@
+#include "mst_exchange.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mst.h"
+
+void mst_mpi_errstr(int mpi_code, char *buf, size_t cap)
+{
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0, cls = 0;
+    if (MPI_Error_string(mpi_code, text, &len) != MPI_SUCCESS)
+        snprintf(text, sizeof text, "MPI error %d", mpi_code);
+    MPI_Error_class(mpi_code, &cls);
+    snprintf(buf, cap, "%s (MPI error class %d)", text, cls);
+}
+
+static int mpi_fail(mst_err *err, MPI_Comm comm, const char *call, int rc)
+{
+    char text[MPI_MAX_ERROR_STRING + 32];
+    int rank = -1;
+    MPI_Comm_rank(comm, &rank);
+    mst_mpi_errstr(rc, text, sizeof text);
+    return mst_err_set(err, MST_ERR_MPI, "rank %d: %s failed: %s", rank, call, text);
+}
+
+int mst_agree(MPI_Comm comm, const mst_err *mine, mst_err *out)
+{
+    int rank, size, me, first, rc;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    me = mine->code != MST_OK ? rank : size;
+    rc = MPI_Allreduce(&me, &first, 1, MPI_INT, MPI_MIN, comm);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(out, comm, "MPI_Allreduce (agreeing on an outcome)", rc);
+    if (first == size) {
+        mst_err_clear(out);
+        return MST_OK;
+    }
+    if (rank == first && out != mine)
+        memcpy(out, mine, sizeof *out);
+    rc = MPI_Bcast(out, (int)sizeof *out, MPI_BYTE, first, comm);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(out, comm, "MPI_Bcast (sharing an error)", rc);
+    out->msg[sizeof out->msg - 1] = '\0';
+    return out->code;
+}
+
+/*
+ * Packed layout, host byte order:
+ *   u64 ntensors, u64 nmeta
+ *   per tensor: u32 name_len, u32 dtype, u32 ndim, name bytes, i64 dims[ndim]
+ *   per entry:  u32 key_len, u32 value_len, key bytes, value bytes
+ */
+void mst_pack_counts(mst_buf *out, size_t nt, size_t nkv)
+{
+    mst_buf_put_raw64(out, nt);
+    mst_buf_put_raw64(out, nkv);
+}
+
+void mst_pack_tensor(mst_buf *out, const mst_tensor_desc *t)
+{
+    mst_buf_put_raw32(out, t->name_len);
+    mst_buf_put_raw32(out, t->dtype);
+    mst_buf_put_raw32(out, t->ndim);
+    mst_buf_put(out, t->name, t->name_len);
+    mst_buf_put(out, t->shape, (size_t)t->ndim * sizeof(int64_t));
+}
+
+void mst_pack_kv(mst_buf *out, const mst_kv *kv)
+{
+    mst_buf_put_raw32(out, kv->key_len);
+    mst_buf_put_raw32(out, kv->value_len);
+    mst_buf_put(out, kv->key, kv->key_len);
+    mst_buf_put(out, kv->value, kv->value_len);
+}
+
+typedef struct reader {
+    const char *p;
+    size_t left;
+    int bad;
+} reader;
+
+static const char *take(reader *r, size_t n)
+{
+    const char *p = r->p;
+    if (r->bad || n > r->left) {
+        r->bad = 1;
+        return NULL;
+    }
+    r->p += n;
+    r->left -= n;
+    return p;
+}
+
+static uint64_t take64(reader *r)
+{
+    uint64_t v = 0;
+    const char *p = take(r, 8);
+    if (p)
+        memcpy(&v, p, 8);
+    return v;
+}
+
+static uint32_t take32(reader *r)
+{
+    uint32_t v = 0;
+    const char *p = take(r, 4);
+    if (p)
+        memcpy(&v, p, 4);
+    return v;
+}
+
+/* Two passes over the blobs: count, then fill. */
+static int unpack(mst_gathered *g, const uint64_t *sizes, int nranks, mst_err *err)
+{
+    size_t nt = 0, nm = 0, nd = 0;
+    const char *base = g->blobs;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t ti = 0, mi = 0, di = 0;
+        const char *p = base;
+        if (pass == 1) {
+            g->decls = malloc((nt ? nt : 1) * sizeof *g->decls);
+            g->meta = malloc((nm ? nm : 1) * sizeof *g->meta);
+            g->dims = malloc((nd ? nd : 1) * sizeof *g->dims);
+            if (!g->decls || !g->meta || !g->dims)
+                return mst_err_set(err, MST_ERR_NO_MEMORY,
+                                   "rank 0: out of memory for the metadata of %zu tensors", nt);
+        }
+        for (int r = 0; r < nranks; r++) {
+            reader rd = {p, (size_t)sizes[r], 0};
+            uint64_t t = take64(&rd), m = take64(&rd);
+            if (pass == 1)
+                g->counts[r] = (int)t;
+            for (uint64_t i = 0; i < t && !rd.bad; i++) {
+                uint32_t len = take32(&rd), dtype = take32(&rd), ndim = take32(&rd);
+                const char *name = take(&rd, len);
+                const char *dims = take(&rd, (size_t)ndim * 8);
+                if (rd.bad)
+                    break;
+                if (pass == 1) {
+                    mst_decl *d = &g->decls[ti];
+                    memcpy(g->dims + di, dims, (size_t)ndim * 8);
+                    d->t.name = name;
+                    d->t.name_len = len;
+                    d->t.dtype = (uint8_t)dtype;
+                    d->t.ndim = ndim;
+                    d->t.shape = g->dims + di;
+                    d->rank = r;
+                    d->local = (uint32_t)i;
+                }
+                ti++;
+                di += ndim;
+            }
+            for (uint64_t i = 0; i < m && !rd.bad; i++) {
+                uint32_t kl = take32(&rd), vl = take32(&rd);
+                const char *k = take(&rd, kl), *v = take(&rd, vl);
+                if (rd.bad)
+                    break;
+                if (pass == 1) {
+                    mst_meta_decl *md = &g->meta[mi];
+                    md->kv.key = k;
+                    md->kv.key_len = kl;
+                    md->kv.value = v;
+                    md->kv.value_len = vl;
+                    md->rank = r;
+                }
+                mi++;
+            }
+            if (rd.bad || rd.left != 0 || t > INT_MAX)
+                return mst_err_set(err, MST_ERR_MPI,
+                                   "rank 0: the metadata received from rank %d is corrupt", r);
+            p += sizes[r];
+        }
+        nt = ti;
+        nm = mi;
+        nd = di;
+    }
+    g->ndecls = nt;
+    g->nmeta = nm;
+    return MST_OK;
+}
+
+int mst_gather_decls(MPI_Comm comm, const mst_buf *mine, mst_gathered *g, mst_err *err)
+{
+    int rank, size, rc;
+    uint64_t len = mine->len;
+    uint64_t *sizes = NULL;
+    int *icounts = NULL, *displs = NULL;
+    mst_err local;
+
+    memset(g, 0, sizeof *g);
+    mst_err_clear(&local);
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+
+    if (rank == 0) {
+        sizes = malloc((size_t)size * sizeof *sizes);
+        icounts = malloc((size_t)size * sizeof *icounts);
+        displs = malloc((size_t)size * sizeof *displs);
+        g->counts = calloc((size_t)size, sizeof *g->counts);
+    }
+    /* Every rank must reach the gather even when rank 0 is out of memory. */
+    rc = MPI_Gather(&len, 1, MPI_UINT64_T, sizes, 1, MPI_UINT64_T, 0, comm);
+    if (rc != MPI_SUCCESS) {
+        mpi_fail(&local, comm, "MPI_Gather (metadata sizes)", rc);
+    } else if (rank == 0) {
+        if (!sizes || !icounts || !displs || !g->counts) {
+            mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory gathering metadata");
+        } else {
+            uint64_t total = 0;
+            for (int r = 0; r < size; r++) {
+                icounts[r] = (int)sizes[r];
+                displs[r] = (int)total;
+                total += sizes[r];
+                if (total > INT_MAX) {
+                    mst_err_set(&local, MST_ERR_HEADER_TOO_LARGE,
+                                "the tensor metadata of ranks 0 to %d is over 2 GiB: the header "
+                                "would exceed the %u-byte limit of safetensors readers",
+                                r, MST_MAX_HEADER_SIZE);
+                    break;
+                }
+            }
+            if (local.code == MST_OK && !(g->blobs = malloc(total ? total : 1)))
+                mst_err_set(&local, MST_ERR_NO_MEMORY,
+                            "rank 0: out of memory for %llu bytes of metadata",
+                            (unsigned long long)total);
+        }
+    }
+    if (mst_agree(comm, &local, err))
+        goto fail;
+    rc = MPI_Gatherv(mine->data, (int)len, MPI_BYTE, g->blobs, icounts, displs, MPI_BYTE, 0,
+                     comm);
+    if (rc != MPI_SUCCESS)
+        mpi_fail(&local, comm, "MPI_Gatherv (metadata)", rc);
+    else if (rank == 0)
+        unpack(g, sizes, size, &local);
+    if (mst_agree(comm, &local, err))
+        goto fail;
+    free(sizes);
+    free(icounts);
+    free(displs);
+    return MST_OK;
+fail:
+    free(sizes);
+    free(icounts);
+    free(displs);
+    mst_gathered_free(g);
+    return err->code;
+}
+
+void mst_gathered_free(mst_gathered *g)
+{
+    if (!g)
+        return;
+    free(g->blobs);
+    free(g->decls);
+    free(g->meta);
+    free(g->dims);
+    free(g->counts);
+    memset(g, 0, sizeof *g);
+}
+
+int mst_scatter_u64(MPI_Comm comm, const mst_gathered *g, const uint64_t *all, uint64_t *mine,
+                    size_t nmine, mst_err *err)
+{
+    int rank, size, rc;
+    int *displs = NULL;
+    mst_err local;
+    mst_err_clear(&local);
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    if (rank == 0) {
+        displs = malloc((size_t)size * sizeof *displs);
+        if (!displs) {
+            mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory scattering offsets");
+        } else {
+            int at = 0;
+            for (int r = 0; r < size; r++) {
+                displs[r] = at;
+                at += g->counts[r];
+            }
+        }
+    }
+    if (mst_agree(comm, &local, err)) {
+        free(displs);
+        return err->code;
+    }
+    rc = MPI_Scatterv(all, rank == 0 ? g->counts : NULL, displs, MPI_UINT64_T, mine, (int)nmine,
+                      MPI_UINT64_T, 0, comm);
+    free(displs);
+    if (rc != MPI_SUCCESS)
+        mpi_fail(&local, comm, "MPI_Scatterv (offsets)", rc);
+    return mst_agree(comm, &local, err);
+}
+
+int mst_bcast_string(MPI_Comm comm, char **s, mst_err *err)
+{
+    int rank, rc;
+    uint64_t len = 0;
+    mst_err local;
+    mst_err_clear(&local);
+    MPI_Comm_rank(comm, &rank);
+    if (rank == 0)
+        len = *s ? strlen(*s) : 0;
+    rc = MPI_Bcast(&len, 1, MPI_UINT64_T, 0, comm);
+    if (rc != MPI_SUCCESS)
+        return mpi_fail(err, comm, "MPI_Bcast (string length)", rc);
+    if (rank != 0) {
+        *s = malloc(len + 1);
+        if (!*s)
+            mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory", rank);
+    }
+    if (mst_agree(comm, &local, err))
+        return err->code;
+    rc = MPI_Bcast(*s, (int)len, MPI_CHAR, 0, comm);
+    if (rc != MPI_SUCCESS)
+        mpi_fail(&local, comm, "MPI_Bcast (string)", rc);
+    else if (rank != 0)
+        (*s)[len] = '\0';
+    return mst_agree(comm, &local, err);
+}

@@ -1,0 +1,61 @@
+/* The MPI side of a save: agreeing on outcomes, gathering every rank's
+ * declarations to rank 0, scattering offsets back. Tensor data never passes
+ * through here. */
+#ifndef MST_EXCHANGE_H
+#define MST_EXCHANGE_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mst_buf.h"
+#include "mst_err.h"
+#include "mst_header.h"
+#include "mst_plan.h"
+
+/*
+ * Collective over comm. Every rank passes its own outcome (code 0 = fine).
+ * Returns the code of the lowest-numbered failing rank and copies its message
+ * into *out on every rank, so all ranks return the same thing. `mine` and
+ * `out` may be the same object.
+ */
+int mst_agree(MPI_Comm comm, const mst_err *mine, mst_err *out);
+
+/* Text of an MPI error code: "MPI_ERR_IO: input/output error". */
+void mst_mpi_errstr(int mpi_code, char *buf, size_t cap);
+
+/* Local. Packs one rank's declarations for the gather: the counts first,
+ * then exactly nt tensors, then exactly nkv metadata entries. */
+void mst_pack_counts(mst_buf *out, size_t nt, size_t nkv);
+void mst_pack_tensor(mst_buf *out, const mst_tensor_desc *t);
+void mst_pack_kv(mst_buf *out, const mst_kv *kv);
+
+typedef struct mst_gathered {
+    char *blobs;          /* every rank's packed bytes, rank order */
+    mst_decl *decls;      /* rank-major, local order within a rank */
+    size_t ndecls;
+    mst_meta_decl *meta;
+    size_t nmeta;
+    int64_t *dims;
+    int *counts;          /* declarations per rank */
+} mst_gathered;
+
+/*
+ * Collective over comm. Gathers every rank's packed declarations to rank 0
+ * and unpacks them there (names point into blobs). The outcome is agreed:
+ * the same code on every rank. Non-root ranks get an empty *g.
+ */
+int mst_gather_decls(MPI_Comm comm, const mst_buf *mine, mst_gathered *g, mst_err *err);
+void mst_gathered_free(mst_gathered *g);
+
+/*
+ * Collective over comm. Rank 0 sends each rank `nmine` values of `all`
+ * (rank-major, counts from g); every rank receives its own into `mine`.
+ */
+int mst_scatter_u64(MPI_Comm comm, const mst_gathered *g, const uint64_t *all, uint64_t *mine,
+                    size_t nmine, mst_err *err);
+
+/* Collective over comm: rank 0's string to every rank (malloc'd into *s). */
+int mst_bcast_string(MPI_Comm comm, char **s, mst_err *err);
+
+#endif

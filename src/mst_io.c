@@ -1,0 +1,260 @@
+#include "mst_io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mst.h"
+#include "mst_exchange.h"
+
+#define PATH_QUOTE 512
+
+/* The directory part of path ("." when there is none); malloc'd. */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *d;
+    if (!slash)
+        return strdup(".");
+    if (slash == path)
+        return strdup("/");
+    d = malloc((size_t)(slash - path) + 1);
+    if (d) {
+        memcpy(d, path, (size_t)(slash - path));
+        d[slash - path] = '\0';
+    }
+    return d;
+}
+
+static const char *qpath(char *buf, size_t cap, const char *path)
+{
+    return mst_quote(buf, cap, path, strlen(path), 400);
+}
+
+int mst_io_check_target(const char *path, mst_err *err)
+{
+    char qd[PATH_QUOTE], qp[PATH_QUOTE];
+    struct stat st;
+    char *dir = dir_of(path);
+    if (!dir)
+        return mst_err_set(err, MST_ERR_NO_MEMORY, "rank 0: out of memory");
+    qpath(qd, sizeof qd, dir);
+    qpath(qp, sizeof qp, path);
+    if (stat(dir, &st) != 0) {
+        int e = errno;
+        free(dir);
+        return mst_err_set(err, MST_ERR_TARGET_DIR,
+                           "rank 0: directory %s of target %s %s", qd, qp,
+                           e == ENOENT ? "does not exist" : strerror(e));
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        free(dir);
+        return mst_err_set(err, MST_ERR_TARGET_DIR, "rank 0: %s (of target %s) is not a directory",
+                           qd, qp);
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        int e = errno;
+        free(dir);
+        return mst_err_set(err, MST_ERR_TARGET_DIR,
+                           "rank 0: directory %s of target %s is not writable: %s", qd, qp,
+                           strerror(e));
+    }
+    free(dir);
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return mst_err_set(err, MST_ERR_TARGET_DIR, "rank 0: target %s is a directory", qp);
+    return MST_OK;
+}
+
+char *mst_io_temp_name(const char *path)
+{
+    char host[64] = "host", *name;
+    unsigned long long rnd = 0;
+    size_t n;
+    if (gethostname(host, sizeof host) != 0)
+        strcpy(host, "host");
+    host[sizeof host - 1] = '\0';
+    /* short name, and only characters that are safe in a file name */
+    for (char *c = host; *c; c++) {
+        if (*c == '.') {
+            *c = '\0';
+            break;
+        }
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '-' || *c == '_'))
+            *c = '_';
+    }
+    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        rnd = ((unsigned long long)ts.tv_nsec << 20) ^ (unsigned long long)ts.tv_sec ^
+              ((unsigned long long)getpid() << 40) ^ (unsigned long long)(uintptr_t)&ts;
+    }
+    n = strlen(path) + strlen(host) + 64;
+    name = malloc(n);
+    if (name)
+        snprintf(name, n, "%s.tmp-mst.%s.%ld.%016llx", path, host, (long)getpid(), rnd);
+    return name;
+}
+
+/* The MPI error text, plus errno when the call left one behind: ROMIO keeps
+ * only the class, and OMPIO's short writes come with no error at all. */
+static void describe(int rc, int saved_errno, char *buf, size_t cap)
+{
+    char text[MPI_MAX_ERROR_STRING + 32];
+    if (rc != MPI_SUCCESS)
+        mst_mpi_errstr(rc, text, sizeof text);
+    else
+        snprintf(text, sizeof text, "no MPI error reported");
+    if (saved_errno)
+        snprintf(buf, cap, "%s; last system error: %s", text, strerror(saved_errno));
+    else
+        snprintf(buf, cap, "%s", text);
+}
+
+int mst_io_open(const char *tmp, int create, MPI_Info hints, int rank, MPI_File *fh,
+                mst_err *err)
+{
+    char qp[PATH_QUOTE], why[MPI_MAX_ERROR_STRING + 128];
+    int amode = MPI_MODE_WRONLY | (create ? MPI_MODE_CREATE | MPI_MODE_EXCL : 0);
+    int rc, e, cls = 0, code = MST_ERR_IO;
+    errno = 0;
+    rc = MPI_File_open(MPI_COMM_SELF, tmp, amode, hints, fh);
+    e = errno;
+    if (rc == MPI_SUCCESS) {
+        MPI_File_set_errhandler(*fh, MPI_ERRORS_RETURN);
+        return MST_OK;
+    }
+    *fh = MPI_FILE_NULL;
+    MPI_Error_class(rc, &cls);
+    if (cls == MPI_ERR_ACCESS || cls == MPI_ERR_NO_SUCH_FILE || cls == MPI_ERR_READ_ONLY ||
+        cls == MPI_ERR_BAD_FILE)
+        code = MST_ERR_TARGET_DIR;
+    describe(rc, e, why, sizeof why);
+    return mst_err_set(err, code, "rank %d: %s of temporary file %s failed: %s", rank,
+                       create ? "creating" : "opening", qpath(qp, sizeof qp, tmp), why);
+}
+
+int mst_io_write(MPI_File fh, uint64_t offset, const void *buf, uint64_t len, int rank,
+                 const char *what, mst_err *err)
+{
+    const char *p = buf;
+    uint64_t done = 0;
+    while (done < len) {
+        uint64_t left = len - done;
+        int n = (int)(left < MST_IO_CHUNK ? left : MST_IO_CHUNK);
+        MPI_Status st;
+        MPI_Count got = 0;
+        int rc, e;
+        errno = 0;
+        rc = MPI_File_write_at(fh, (MPI_Offset)(offset + done), p + done, n, MPI_BYTE, &st);
+        e = errno;
+        if (rc == MPI_SUCCESS && MPI_Get_elements_x(&st, MPI_BYTE, &got) == MPI_SUCCESS &&
+            got == n) {
+            done += (uint64_t)n;
+            continue;
+        }
+        {
+            char why[MPI_MAX_ERROR_STRING + 128];
+            describe(rc, e, why, sizeof why);
+            if (rc == MPI_SUCCESS)
+                return mst_err_set(err, MST_ERR_IO,
+                                   "rank %d: writing %s (%llu bytes at file offset %llu) failed: "
+                                   "short write, %lld of %d bytes at file offset %llu (%s)",
+                                   rank, what, (unsigned long long)len,
+                                   (unsigned long long)offset, (long long)got, n,
+                                   (unsigned long long)(offset + done), why);
+            return mst_err_set(err, MST_ERR_IO,
+                               "rank %d: writing %s (%llu bytes at file offset %llu) failed: %s",
+                               rank, what, (unsigned long long)len, (unsigned long long)offset,
+                               why);
+        }
+    }
+    return MST_OK;
+}
+
+int mst_io_sync_close(MPI_File *fh, int sync, int rank, mst_err *err)
+{
+    char why[MPI_MAX_ERROR_STRING + 128];
+    int rc, e;
+    if (*fh == MPI_FILE_NULL)
+        return MST_OK;
+    if (sync) {
+        errno = 0;
+        rc = MPI_File_sync(*fh);
+        e = errno;
+        if (rc != MPI_SUCCESS) {
+            describe(rc, e, why, sizeof why);
+            mst_err_set(err, MST_ERR_IO, "rank %d: MPI_File_sync of the temporary file failed: %s",
+                        rank, why);
+            MPI_File_close(fh);
+            *fh = MPI_FILE_NULL;
+            return err->code;
+        }
+    }
+    errno = 0;
+    rc = MPI_File_close(fh);
+    e = errno;
+    *fh = MPI_FILE_NULL;
+    if (rc != MPI_SUCCESS) {
+        describe(rc, e, why, sizeof why);
+        return mst_err_set(err, MST_ERR_IO, "rank %d: MPI_File_close of the temporary file failed: %s",
+                           rank, why);
+    }
+    return MST_OK;
+}
+
+int mst_io_commit(const char *tmp, const char *path, uint64_t expected_size, int durable,
+                  mst_err *err)
+{
+    char qt[PATH_QUOTE], qp[PATH_QUOTE], qd[PATH_QUOTE];
+    struct stat st;
+    char *dir;
+    int fd;
+    qpath(qt, sizeof qt, tmp);
+    qpath(qp, sizeof qp, path);
+    if (stat(tmp, &st) != 0)
+        return mst_err_set(err, MST_ERR_IO, "rank 0: stat of temporary file %s failed: %s", qt,
+                           strerror(errno));
+    if ((uint64_t)st.st_size != expected_size)
+        return mst_err_set(err, MST_ERR_IO,
+                           "rank 0: temporary file %s has %llu bytes, expected %llu", qt,
+                           (unsigned long long)st.st_size, (unsigned long long)expected_size);
+    if (rename(tmp, path) != 0)
+        return mst_err_set(err, MST_ERR_IO, "rank 0: rename of %s to %s failed: %s", qt, qp,
+                           strerror(errno));
+    if (!durable)
+        return MST_OK;
+    dir = dir_of(path);
+    if (!dir)
+        return mst_err_set(err, MST_ERR_NO_MEMORY,
+                           "rank 0: out of memory after renaming to %s (directory not synced)", qp);
+    qpath(qd, sizeof qd, dir);
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    if (fd < 0 || fsync(fd) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return mst_err_set(err, MST_ERR_IO,
+                           "rank 0: %s is complete and in place, but fsync of directory %s "
+                           "failed (%s): the rename may not survive a crash",
+                           qp, qd, strerror(e));
+    }
+    if (close(fd) != 0)
+        return mst_err_set(err, MST_ERR_IO,
+                           "rank 0: %s is in place, but closing directory %s failed: %s", qp, qd,
+                           strerror(errno));
+    return MST_OK;
+}
+
+void mst_io_discard(const char *tmp)
+{
+    if (tmp)
+        unlink(tmp);
+}

@@ -1,0 +1,46 @@
+/* File operations of a save: target checks, the temporary file, counted
+ * chunked writes, sync, close, the atomic rename. Each MPI file is opened on
+ * MPI_COMM_SELF: a failure on one rank is then a local return value that the
+ * writer agrees on, never a collective call some ranks did not reach. */
+#ifndef MST_IO_H
+#define MST_IO_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "mst_err.h"
+
+/* Largest count passed to one MPI-IO call (counts are int). */
+#define MST_IO_CHUNK ((uint64_t)1 << 30)
+
+/* Local (rank 0). The target's directory exists, is a directory and is
+ * writable; the target is not a directory. */
+int mst_io_check_target(const char *path, mst_err *err);
+
+/* Local. A fresh temporary name beside path:
+ * "<path>.tmp-mst.<host>.<pid>.<16 hex digits>"; malloc'd, NULL if out of memory. */
+char *mst_io_temp_name(const char *path);
+
+/* Local. Creates (rank 0, exclusive) or opens (other ranks) the temporary file
+ * for writing, with the caller's hints. */
+int mst_io_open(const char *tmp, int create, MPI_Info hints, int rank, MPI_File *fh,
+                mst_err *err);
+
+/* Local. Writes len bytes at offset in chunks of at most MST_IO_CHUNK,
+ * checking the count of every call: a short count is a failure. `what` names
+ * the bytes in messages ("tensor \"w\"", "the header"). */
+int mst_io_write(MPI_File fh, uint64_t offset, const void *buf, uint64_t len, int rank,
+                 const char *what, mst_err *err);
+
+/* Local. MPI_File_sync; then MPI_File_close (always, even after a failed sync). */
+int mst_io_sync_close(MPI_File *fh, int sync, int rank, mst_err *err);
+
+/* Local (rank 0). Checks the temporary file's size, renames it over path and,
+ * with durable, fsyncs the directory. */
+int mst_io_commit(const char *tmp, const char *path, uint64_t expected_size, int durable,
+                  mst_err *err);
+
+/* Local (rank 0). Removes the temporary file; a missing file is fine. */
+void mst_io_discard(const char *tmp);
+
+#endif

@@ -1,0 +1,227 @@
+/* The reader: length checks, then the strict header decoder; data is read
+ * only on request, with pread, so a header can be checked without touching
+ * gigabytes behind it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mst.h"
+#include "mst_err.h"
+#include "mst_header.h"
+
+struct mst_reader {
+    int fd;
+    uint64_t file_size;
+    uint64_t header_size; /* N */
+    mst_header h;
+    mst_err last;
+};
+
+/* Reads exactly len bytes at off; 0, or -1 with errno (0 at end of file). */
+static int read_full(int fd, void *buf, uint64_t len, uint64_t off)
+{
+    char *p = buf;
+    while (len > 0) {
+        size_t chunk = len > ((uint64_t)1 << 30) ? (size_t)1 << 30 : (size_t)len;
+        ssize_t got = pread(fd, p, chunk, (off_t)off);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (got == 0) {
+            errno = 0;
+            return -1;
+        }
+        p += got;
+        off += (uint64_t)got;
+        len -= (uint64_t)got;
+    }
+    return 0;
+}
+
+static int open_file(mst_reader *r, const char *path)
+{
+    char qp[512];
+    struct stat st;
+    unsigned char len8[8];
+    char *json;
+    uint64_t n = 0;
+    mst_quote(qp, sizeof qp, path, strlen(path), 400);
+    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r->fd < 0)
+        return mst_err_set(&r->last, MST_ERR_IO, "cannot open %s: %s", qp, strerror(errno));
+    if (fstat(r->fd, &st) != 0)
+        return mst_err_set(&r->last, MST_ERR_IO, "cannot stat %s: %s", qp, strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        return mst_err_set(&r->last, MST_ERR_IO, "%s is a directory", qp);
+    r->file_size = (uint64_t)st.st_size;
+    if (r->file_size < 8)
+        return mst_err_set(&r->last, MST_ERR_FORMAT,
+                           "header too small: the file is %llu bytes, less than the 8-byte "
+                           "header length",
+                           (unsigned long long)r->file_size);
+    if (read_full(r->fd, len8, 8, 0) != 0)
+        return mst_err_set(&r->last, MST_ERR_IO, "reading %s failed: %s", qp,
+                           errno ? strerror(errno) : "unexpected end of file");
+    for (int i = 7; i >= 0; i--)
+        n = (n << 8) | len8[i];
+    if (n > MST_MAX_HEADER_SIZE)
+        return mst_err_set(&r->last, MST_ERR_HEADER_TOO_LARGE,
+                           "header too large: the header length at file offset 0 is %llu, above "
+                           "the %u-byte limit",
+                           (unsigned long long)n, MST_MAX_HEADER_SIZE);
+    if (n > r->file_size - 8)
+        return mst_err_set(&r->last, MST_ERR_FORMAT,
+                           "invalid header length: %llu bytes of header would end at file "
+                           "offset %llu, past the end of the file (%llu bytes)",
+                           (unsigned long long)n, (unsigned long long)(8 + n),
+                           (unsigned long long)r->file_size);
+    r->header_size = n;
+    json = malloc(n ? n : 1);
+    if (!json)
+        return mst_err_set(&r->last, MST_ERR_NO_MEMORY, "out of memory for a %llu-byte header",
+                           (unsigned long long)n);
+    if (read_full(r->fd, json, n, 8) != 0) {
+        int e = errno;
+        free(json);
+        return mst_err_set(&r->last, MST_ERR_IO, "reading the header of %s failed: %s", qp,
+                           e ? strerror(e) : "unexpected end of file");
+    }
+    mst_header_decode(&r->h, json, n, r->file_size - 8 - n, &r->last);
+    free(json);
+    return r->last.code;
+}
+
+int mst_reader_open(mst_reader **out, const char *path)
+{
+    mst_reader *r;
+    if (!out)
+        return MST_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    r = calloc(1, sizeof *r);
+    if (!r)
+        return MST_ERR_NO_MEMORY;
+    r->fd = -1;
+    *out = r;
+    if (!path)
+        return mst_err_set(&r->last, MST_ERR_INVALID_ARGUMENT, "NULL path");
+    if (open_file(r, path) != MST_OK) {
+        if (r->fd >= 0)
+            close(r->fd);
+        r->fd = -1;
+    }
+    return r->last.code;
+}
+
+void mst_reader_free(mst_reader **rp)
+{
+    mst_reader *r;
+    if (!rp || !*rp)
+        return;
+    r = *rp;
+    *rp = NULL;
+    if (r->fd >= 0)
+        close(r->fd);
+    mst_header_free(&r->h);
+    free(r);
+}
+
+const char *mst_reader_error(const mst_reader *r)
+{
+    return r ? r->last.msg : "NULL reader";
+}
+
+size_t mst_reader_count(const mst_reader *r)
+{
+    return r ? r->h.ntensors : 0;
+}
+
+static void fill_info(const mst_header_tensor *t, mst_tensor_info *out)
+{
+    out->name = t->name;
+    out->name_len = t->name_len;
+    out->dtype = t->dtype;
+    out->ndim = (int)t->ndim;
+    out->shape = t->shape;
+    out->begin = t->begin;
+    out->end = t->end;
+}
+
+int mst_reader_tensor(const mst_reader *r, size_t i, mst_tensor_info *out)
+{
+    if (!r || !out || i >= r->h.ntensors)
+        return MST_ERR_INVALID_ARGUMENT;
+    fill_info(&r->h.tensors[i], out);
+    return MST_OK;
+}
+
+int mst_reader_find(const mst_reader *r, const char *name, mst_tensor_info *out)
+{
+    size_t i;
+    if (!r || !name || !out)
+        return MST_ERR_INVALID_ARGUMENT;
+    i = mst_header_find(&r->h, name, strlen(name));
+    if (i == (size_t)-1)
+        return MST_ERR_NOT_FOUND;
+    fill_info(&r->h.tensors[i], out);
+    return MST_OK;
+}
+
+size_t mst_reader_metadata_count(const mst_reader *r)
+{
+    return r ? r->h.nmeta : 0;
+}
+
+int mst_reader_metadata(const mst_reader *r, size_t i, const char **key, const char **value)
+{
+    if (!r || !key || !value || i >= r->h.nmeta)
+        return MST_ERR_INVALID_ARGUMENT;
+    *key = r->h.meta[i].key;
+    *value = r->h.meta[i].value;
+    return MST_OK;
+}
+
+uint64_t mst_reader_header_size(const mst_reader *r)
+{
+    return r ? r->header_size : 0;
+}
+
+uint64_t mst_reader_data_start(const mst_reader *r)
+{
+    return r ? 8 + r->header_size : 0;
+}
+
+uint64_t mst_reader_data_size(const mst_reader *r)
+{
+    return r ? r->h.data_len : 0;
+}
+
+int mst_reader_read(mst_reader *r, const char *name, uint64_t offset, void *buf, uint64_t len)
+{
+    char q[MST_QUOTE_MAX];
+    const mst_header_tensor *t;
+    size_t i;
+    if (!r || !name || (!buf && len))
+        return MST_ERR_INVALID_ARGUMENT;
+    if (r->fd < 0)
+        return mst_err_set(&r->last, MST_ERR_STATE, "the reader has no valid file open");
+    i = mst_header_find(&r->h, name, strlen(name));
+    mst_quote(q, sizeof q, name, strlen(name), MST_QUOTE_LIMIT);
+    if (i == (size_t)-1)
+        return mst_err_set(&r->last, MST_ERR_NOT_FOUND, "no tensor %s in the file", q);
+    t = &r->h.tensors[i];
+    if (offset > t->end - t->begin || len > t->end - t->begin - offset)
+        return mst_err_set(&r->last, MST_ERR_RANGE,
+                           "tensor %s has %llu bytes; cannot read %llu bytes at %llu", q,
+                           (unsigned long long)(t->end - t->begin), (unsigned long long)len,
+                           (unsigned long long)offset);
+    if (read_full(r->fd, buf, len, 8 + r->header_size + t->begin + offset) != 0)
+        return mst_err_set(&r->last, MST_ERR_IO, "reading tensor %s failed: %s", q,
+                           errno ? strerror(errno) : "the file ended early");
+    return MST_OK;
+}
