@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -140,8 +141,18 @@ int mst_io_open(const char *tmp, int create, MPI_Info hints, int rank, MPI_File 
                        create ? "creating" : "opening", qpath(qp, sizeof qp, tmp), why);
 }
 
-int mst_io_write(MPI_File fh, uint64_t offset, const void *buf, uint64_t len, int rank,
-                 const char *what, mst_err *err)
+/* OMPIO reports a failed pwrite as success with a short count and no errno:
+ * look at the file system to say why. */
+static const char *space_hint(const char *path)
+{
+    struct statvfs vfs;
+    if (path && statvfs(path, &vfs) == 0 && vfs.f_bavail == 0)
+        return "; the file system is full";
+    return "";
+}
+
+int mst_io_write(MPI_File fh, const char *path, uint64_t offset, const void *buf, uint64_t len,
+                 int rank, const char *what, mst_err *err)
 {
     const char *p = buf;
     uint64_t done = 0;
@@ -165,14 +176,14 @@ int mst_io_write(MPI_File fh, uint64_t offset, const void *buf, uint64_t len, in
             if (rc == MPI_SUCCESS)
                 return mst_err_set(err, MST_ERR_IO,
                                    "rank %d: writing %s (%llu bytes at file offset %llu) failed: "
-                                   "short write, %lld of %d bytes at file offset %llu (%s)",
+                                   "short write, %lld of %d bytes at file offset %llu (%s)%s",
                                    rank, what, (unsigned long long)len,
                                    (unsigned long long)offset, (long long)got, n,
-                                   (unsigned long long)(offset + done), why);
+                                   (unsigned long long)(offset + done), why, space_hint(path));
             return mst_err_set(err, MST_ERR_IO,
-                               "rank %d: writing %s (%llu bytes at file offset %llu) failed: %s",
+                               "rank %d: writing %s (%llu bytes at file offset %llu) failed: %s%s",
                                rank, what, (unsigned long long)len, (unsigned long long)offset,
-                               why);
+                               why, space_hint(path));
         }
     }
     return MST_OK;

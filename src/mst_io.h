@@ -28,9 +28,10 @@ int mst_io_open(const char *tmp, int create, MPI_Info hints, int rank, MPI_File 
 
 /* Local. Writes len bytes at offset in chunks of at most MST_IO_CHUNK,
  * checking the count of every call: a short count is a failure. `what` names
- * the bytes in messages ("tensor \"w\"", "the header"). */
-int mst_io_write(MPI_File fh, uint64_t offset, const void *buf, uint64_t len, int rank,
-                 const char *what, mst_err *err);
+ * the bytes in messages ("tensor \"w\"", "the header"); `path` is the file,
+ * looked at to explain a failure (a full file system). */
+int mst_io_write(MPI_File fh, const char *path, uint64_t offset, const void *buf, uint64_t len,
+                 int rank, const char *what, mst_err *err);
 
 /* Local. MPI_File_sync; then MPI_File_close (always, even after a failed sync). */
 int mst_io_sync_close(MPI_File *fh, int sync, int rank, mst_err *err);

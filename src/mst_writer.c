@@ -279,8 +279,8 @@ static int cmp_item(const void *a, const void *b)
 
 /* This rank's part of the write: the header on rank 0, then every tensor in
  * file order, straight from the caller's buffers. */
-static int write_own(mst_writer *w, MPI_File fh, const mst_plan *plan, const uint64_t *offsets,
-                     mst_err *err)
+static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan *plan,
+                     const uint64_t *offsets, mst_err *err)
 {
     write_item *items;
     if (w->rank == 0) {
@@ -288,8 +288,8 @@ static int write_own(mst_writer *w, MPI_File fh, const mst_plan *plan, const uin
         uint64_t n = plan->header.len;
         for (int i = 0; i < 8; i++)
             len8[i] = (unsigned char)(n >> (8 * i));
-        if (mst_io_write(fh, 0, len8, 8, 0, "the header length", err) ||
-            mst_io_write(fh, 8, plan->header.data, n, 0, "the header", err))
+        if (mst_io_write(fh, tmp, 0, len8, 8, 0, "the header length", err) ||
+            mst_io_write(fh, tmp, 8, plan->header.data, n, 0, "the header", err))
             return err->code;
     }
     items = malloc((w->ntensors ? w->ntensors : 1) * sizeof *items);
@@ -308,7 +308,7 @@ static int write_own(mst_writer *w, MPI_File fh, const mst_plan *plan, const uin
             continue;
         snprintf(what, sizeof what, "tensor %s",
                  mst_quote(q, sizeof q, t->t.name, t->t.name_len, MST_QUOTE_LIMIT));
-        if (mst_io_write(fh, items[k].offset, t->data, t->nbytes, w->rank, what, err))
+        if (mst_io_write(fh, tmp, items[k].offset, t->data, t->nbytes, w->rank, what, err))
             break;
     }
     free(items);
@@ -394,7 +394,7 @@ static int commit(mst_writer *w)
     if (mst_agree(comm, &local, res))
         goto cleanup;
 
-    write_own(w, fh, &plan, offsets, &local);
+    write_own(w, fh, tmp, &plan, offsets, &local);
     if (mst_agree(comm, &local, res))
         goto cleanup;
 

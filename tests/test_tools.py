@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Tests of the command-line tools: mst-inspect (table, --json, --check, exit
+codes) and mst-bench (a verified save). Tool paths come from the environment
+(set by CTest): MST_INSPECT, MST_BENCH, MST_EXAMPLE, MPIEXEC, WORK."""
+import json
+import os
+import struct
+import subprocess
+import sys
+
+INSPECT = os.environ["MST_INSPECT"]
+BENCH = os.environ["MST_BENCH"]
+EXAMPLE = os.environ["MST_EXAMPLE"]
+MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
+WORK = os.environ["WORK"]
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what, file=sys.stderr)
+
+
+def run(*args):
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=300)
+
+
+def mpirun(np, *args):
+    return run(MPIEXEC, "-n", str(np), "--oversubscribe", *args)
+
+
+def main():
+    os.makedirs(WORK, exist_ok=True)
+    model = os.path.join(WORK, "example.safetensors")
+    if os.path.exists(model):
+        os.remove(model)
+
+    # the README's example program, from 3 ranks
+    r = mpirun(3, EXAMPLE, model)
+    check(r.returncode == 0, "save_example at 3 ranks: %s %s" % (r.stdout, r.stderr))
+    check("saved 3 layers from 3 ranks" in r.stdout, "save_example output: " + r.stdout)
+
+    # table
+    r = run(INSPECT, model)
+    check(r.returncode == 0, "inspect exit %d: %s" % (r.returncode, r.stderr))
+    lines = r.stdout.splitlines()
+    check(lines[0] == 'metadata "format" = "pt"', "metadata line: %r" % lines[:1])
+    check(lines[2].split()[:3] == ["F32", "128", "[0,"] and '"layers.0.weight" [4, 8]' in lines[2],
+          "first row: %r" % lines[2:3])
+    check(any('"layers.2.bias" [8]' in l and l.startswith("BF16") for l in lines),
+          "bias row missing")
+    check(lines[-1].endswith("(8-byte aligned)") and "6 tensors, 432 bytes of data" in lines[-1]
+          and "F32 x3, BF16 x3" in lines[-1], "summary: %r" % lines[-1])
+
+    # --json: every field, numbers as integers
+    r = run(INSPECT, "--json", model)
+    check(r.returncode == 0, "inspect --json exit %d" % r.returncode)
+    doc = json.loads(r.stdout)
+    check(doc["valid"] is True and doc["tensor_count"] == 6 and doc["data_size"] == 432,
+          "json summary: %r" % {k: doc.get(k) for k in ("valid", "tensor_count", "data_size")})
+    check(doc["metadata"] == {"format": "pt"}, "json metadata")
+    with open(model, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+    check(doc["header_size"] == n and doc["data_start"] == 8 + n, "json header size")
+    first = doc["tensors"][0]
+    check(first == {"name": "layers.0.weight", "dtype": "F32", "shape": [4, 8], "elements": 32,
+                    "data_offsets": [0, 128], "bytes": 128}, "json first tensor: %r" % first)
+    check([t["name"] for t in doc["tensors"]][3:] ==
+          ["layers.0.bias", "layers.1.bias", "layers.2.bias"], "json order")
+
+    # --check: silent success
+    r = run(INSPECT, "--check", model)
+    check(r.returncode == 0 and r.stdout == "" and r.stderr == "", "inspect --check on valid")
+
+    # invalid files: exit 1 and the reason
+    data = open(model, "rb").read()
+    truncated = os.path.join(WORK, "truncated.safetensors")
+    open(truncated, "wb").write(data[:-1])
+    r = run(INSPECT, truncated)
+    check(r.returncode == 1 and "invalid" in r.stderr and "data buffer" in r.stderr,
+          "truncated: %d %s" % (r.returncode, r.stderr))
+    r = run(INSPECT, "--json", truncated)
+    check(r.returncode == 1 and json.loads(r.stdout)["valid"] is False, "truncated --json")
+    tiny = os.path.join(WORK, "tiny.safetensors")
+    open(tiny, "wb").write(b"\x01\x00")
+    r = run(INSPECT, "--check", tiny)
+    check(r.returncode == 1 and "header too small" in r.stderr, "tiny: %s" % r.stderr)
+    r = run(INSPECT, os.path.join(WORK, "does-not-exist"))
+    check(r.returncode == 1 and "cannot open" in r.stderr, "missing file: %s" % r.stderr)
+
+    # usage errors: exit 2
+    for args in ([], ["--bogus", model], [model, model], ["--json", "--check", model]):
+        r = run(INSPECT, *args)
+        check(r.returncode == 2 and "usage" in r.stderr, "usage %r: %d" % (args, r.returncode))
+    r = run(INSPECT, "--help")
+    check(r.returncode == 0 and "usage" in r.stdout, "--help")
+
+    # mst-bench: a verified save at 2 ranks, and its JSON line
+    out = os.path.join(WORK, "bench.safetensors")
+    r = mpirun(2, BENCH, "-o", out, "--size", "3MiB", "--tensors", "7", "--verify",
+               "--no-fsync")
+    check(r.returncode == 0, "bench exit %d: %s" % (r.returncode, r.stderr))
+    rows = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    check(len(rows) == 1 and rows[0]["method"] == "mst" and rows[0]["ranks"] == 2 and
+          (3 << 20) - 7 * 8 < rows[0]["bytes"] <= 3 << 20 and rows[0]["tensors"] == 7 and
+          rows[0]["fsync"] is False,
+          "bench row: %r" % rows)
+    check("verify: every byte of every tensor matches" in r.stdout, "bench verify line")
+    r = run(INSPECT, "--json", out)
+    doc = json.loads(r.stdout)
+    check(doc["tensor_count"] == 7 and rows and doc["data_size"] == rows[0]["bytes"],
+          "bench file inspected")
+    r = mpirun(2, BENCH, "--size", "12XB", "-o", out)
+    check(r.returncode != 0 and "bad or incomplete option --size" in r.stderr, "bench bad size")
+    r = mpirun(1, BENCH)
+    check(r.returncode != 0 and "-o FILE is required" in r.stderr, "bench without -o")
+
+    if failures:
+        print("%d failure(s)" % len(failures), file=sys.stderr)
+        return 1
+    print("tools: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
