@@ -201,7 +201,17 @@ static int save(const tcase *c, const char *out, const char *expected, int fsync
         remove(out);
     MPI_Barrier(MPI_COMM_WORLD);
 
-    rc = mst_writer_open(&w, MPI_COMM_WORLD, out, MPI_INFO_NULL);
+    {
+        /* hints reach MPI_File_open; the writer keeps its own copy, so the
+         * caller may free them at once */
+        MPI_Info hints;
+        MPI_Info_create(&hints);
+        MPI_Info_set(hints, "striping_factor", "4");
+        MPI_Info_set(hints, "cb_buffer_size", "1048576");
+        MPI_Info_set(hints, "romio_ds_write", "disable");
+        rc = mst_writer_open(&w, MPI_COMM_WORLD, out, hints);
+        MPI_Info_free(&hints);
+    }
     CHECK_EQ_INT(rc, MST_OK);
     CHECK_EQ_INT(mst_writer_set_fsync(w, fsync), MST_OK);
     /* metadata: "format" from every rank (the same value), the rest from one */
