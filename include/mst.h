@@ -114,6 +114,10 @@ enum mst_error_code {
     MST_ERR_NULL_DATA = 18,        /* NULL data for a tensor with bytes */
     MST_ERR_HEADER_TOO_LARGE = 19, /* header above MST_MAX_HEADER_SIZE bytes */
     MST_ERR_METADATA_CONFLICT = 20,/* one metadata key given two different values */
+    MST_ERR_SLICE_MISMATCH = 21,   /* slices or replicas of one tensor disagree on dtype or shape, or mix the two */
+    MST_ERR_SLICE_BOUNDS = 22,     /* a slice's box is outside its tensor's global shape */
+    MST_ERR_SLICE_OVERLAP = 23,    /* two boxes of one tensor overlap */
+    MST_ERR_SLICE_GAP = 24,        /* the boxes of a tensor leave elements uncovered */
     MST_ERR_TARGET_DIR = 30,       /* target's directory missing, not a directory or not writable; target is a directory */
     MST_ERR_IO = 31,               /* a file operation failed: open, write (short writes included), sync, close, rename */
     MST_ERR_FORMAT = 40,           /* a file is not valid safetensors: header length, UTF-8, JSON, types, fields */
@@ -164,6 +168,35 @@ MST_API int mst_writer_set_fsync(mst_writer *w, int enabled);
  */
 MST_API int mst_writer_add(mst_writer *w, const char *name, mst_dtype dtype,
                    int ndim, const int64_t *shape, const void *data);
+
+/*
+ * Local. Declares this rank's box of a tensor that is split over ranks (tensor
+ * parallelism: a row block, a column block, any N-d box). The tensor has
+ * `ndim` dimensions `global_shape`; this rank holds the elements with
+ * start[d] <= i_d < start[d] + count[d], in C order in `data`
+ * (product(count) elements, not copied). A rank may declare several boxes of
+ * one tensor (fused layouts). At the commit the boxes from all ranks must
+ * tile the global shape exactly: one dtype and global shape, inside the
+ * bounds, no overlap, no gap (MST_ERR_SLICE_*). Boxes that are one
+ * contiguous byte range in the file (row splits) are written with
+ * MPI_File_write_at; strided ones through a file view and collective writes,
+ * so MPI-IO aggregates them. No rank ever holds more than its own boxes.
+ * F4/F6 boxes must start and end on whole bytes along the last dimension.
+ */
+MST_API int mst_writer_add_slice(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
+                                 const int64_t *global_shape, const int64_t *start,
+                                 const int64_t *count, const void *data);
+
+/*
+ * Local. Declares a tensor this rank holds in full while other ranks hold it
+ * too (layer norms and biases under tensor parallelism, everything under data
+ * parallelism). It is written once, by one of its holders, chosen to balance
+ * the bytes each rank writes. The holders must agree on dtype and shape
+ * (MST_ERR_SLICE_MISMATCH); the bytes themselves are not compared. Every
+ * holder's `data` must stay valid until the commit returns.
+ */
+MST_API int mst_writer_add_replica(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
+                                   const int64_t *shape, const void *data);
 
 /*
  * Local. Adds one "__metadata__" entry (string to string). Several ranks may

@@ -34,6 +34,10 @@ const char *mst_strerror(int code)
     case MST_ERR_NULL_DATA: return "NULL data for a non-empty tensor";
     case MST_ERR_HEADER_TOO_LARGE: return "header too large";
     case MST_ERR_METADATA_CONFLICT: return "conflicting metadata values";
+    case MST_ERR_SLICE_MISMATCH: return "slices or replicas disagree";
+    case MST_ERR_SLICE_BOUNDS: return "slice outside the tensor";
+    case MST_ERR_SLICE_OVERLAP: return "overlapping slices";
+    case MST_ERR_SLICE_GAP: return "slices leave a gap";
     case MST_ERR_TARGET_DIR: return "target directory missing or not writable";
     case MST_ERR_IO: return "I/O error";
     case MST_ERR_FORMAT: return "invalid safetensors file";

@@ -51,7 +51,8 @@ int mst_agree(MPI_Comm comm, const mst_err *mine, mst_err *out)
 /*
  * Packed layout, host byte order:
  *   u64 ntensors, u64 nmeta
- *   per tensor: u32 name_len, u32 dtype, u32 ndim, name bytes, i64 dims[ndim]
+ *   per tensor: u32 name_len, u32 dtype, u32 ndim, u32 kind, name bytes, i64 shape[ndim],
+ *               and for slices i64 start[ndim], i64 count[ndim]
  *   per entry:  u32 key_len, u32 value_len, key bytes, value bytes
  */
 void mst_pack_counts(mst_buf *out, size_t nt, size_t nkv)
@@ -60,13 +61,19 @@ void mst_pack_counts(mst_buf *out, size_t nt, size_t nkv)
     mst_buf_put_raw64(out, nkv);
 }
 
-void mst_pack_tensor(mst_buf *out, const mst_tensor_desc *t)
+void mst_pack_tensor(mst_buf *out, const mst_tensor_desc *t, int kind, const int64_t *start,
+                     const int64_t *count)
 {
     mst_buf_put_raw32(out, t->name_len);
     mst_buf_put_raw32(out, t->dtype);
     mst_buf_put_raw32(out, t->ndim);
+    mst_buf_put_raw32(out, (uint32_t)kind);
     mst_buf_put(out, t->name, t->name_len);
     mst_buf_put(out, t->shape, (size_t)t->ndim * sizeof(int64_t));
+    if (kind == MST_DECL_SLICE) {
+        mst_buf_put(out, start, (size_t)t->ndim * sizeof(int64_t));
+        mst_buf_put(out, count, (size_t)t->ndim * sizeof(int64_t));
+    }
 }
 
 void mst_pack_kv(mst_buf *out, const mst_kv *kv)
@@ -136,23 +143,30 @@ static int unpack(mst_gathered *g, const uint64_t *sizes, int nranks, mst_err *e
                 g->counts[r] = (int)t;
             for (uint64_t i = 0; i < t && !rd.bad; i++) {
                 uint32_t len = take32(&rd), dtype = take32(&rd), ndim = take32(&rd);
+                uint32_t kind = take32(&rd);
+                size_t ndims = (size_t)ndim * (kind == MST_DECL_SLICE ? 3 : 1);
                 const char *name = take(&rd, len);
-                const char *dims = take(&rd, (size_t)ndim * 8);
-                if (rd.bad)
+                const char *dims = take(&rd, ndims * 8);
+                if (rd.bad || kind > MST_DECL_REPLICA) {
+                    rd.bad = 1;
                     break;
+                }
                 if (pass == 1) {
                     mst_decl *d = &g->decls[ti];
-                    memcpy(g->dims + di, dims, (size_t)ndim * 8);
+                    memcpy(g->dims + di, dims, ndims * 8);
                     d->t.name = name;
                     d->t.name_len = len;
                     d->t.dtype = (uint8_t)dtype;
                     d->t.ndim = ndim;
                     d->t.shape = g->dims + di;
+                    d->kind = (uint8_t)kind;
+                    d->start = kind == MST_DECL_SLICE ? g->dims + di + ndim : NULL;
+                    d->count = kind == MST_DECL_SLICE ? g->dims + di + 2 * (size_t)ndim : NULL;
                     d->rank = r;
                     d->local = (uint32_t)i;
                 }
                 ti++;
-                di += ndim;
+                di += ndims;
             }
             for (uint64_t i = 0; i < m && !rd.bad; i++) {
                 uint32_t kl = take32(&rd), vl = take32(&rd);

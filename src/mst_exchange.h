@@ -27,7 +27,8 @@ void mst_mpi_errstr(int mpi_code, char *buf, size_t cap);
 /* Local. Packs one rank's declarations for the gather: the counts first,
  * then exactly nt tensors, then exactly nkv metadata entries. */
 void mst_pack_counts(mst_buf *out, size_t nt, size_t nkv);
-void mst_pack_tensor(mst_buf *out, const mst_tensor_desc *t);
+void mst_pack_tensor(mst_buf *out, const mst_tensor_desc *t, int kind, const int64_t *start,
+                     const int64_t *count);
 void mst_pack_kv(mst_buf *out, const mst_kv *kv);
 
 typedef struct mst_gathered {

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +188,244 @@ int mst_io_write(MPI_File fh, const char *path, uint64_t offset, const void *buf
         }
     }
     return MST_OK;
+}
+
+int mst_io_open_shared(MPI_Comm comm, const char *tmp, MPI_Info hints, int rank, MPI_File *fh,
+                       mst_err *err)
+{
+    char qp[PATH_QUOTE], why[MPI_MAX_ERROR_STRING + 128];
+    int rc, e;
+    errno = 0;
+    rc = MPI_File_open(comm, tmp, MPI_MODE_WRONLY, hints, fh);
+    e = errno;
+    if (rc == MPI_SUCCESS) {
+        MPI_File_set_errhandler(*fh, MPI_ERRORS_RETURN);
+        return MST_OK;
+    }
+    *fh = MPI_FILE_NULL;
+    describe(rc, e, why, sizeof why);
+    return mst_err_set(err, MST_ERR_IO,
+                       "rank %d: opening temporary file %s for collective writes failed: %s",
+                       rank, qpath(qp, sizeof qp, tmp), why);
+}
+
+/* `len` contiguous bytes, whatever len (MPI counts are int). */
+static int byte_run_type(uint64_t len, MPI_Datatype *t)
+{
+    const uint64_t unit = (uint64_t)1 << 30;
+    MPI_Datatype chunk, body, rest, parts[2];
+    int bl[2] = {1, 1}, rc;
+    MPI_Aint disp[2];
+    uint64_t q = len / unit, r = len % unit;
+    if (len <= INT_MAX)
+        return MPI_Type_contiguous((int)len, MPI_BYTE, t);
+    if ((rc = MPI_Type_contiguous((int)unit, MPI_BYTE, &chunk)) != MPI_SUCCESS)
+        return rc;
+    rc = MPI_Type_contiguous((int)q, chunk, &body);
+    MPI_Type_free(&chunk);
+    if (rc != MPI_SUCCESS || r == 0) {
+        *t = body;
+        return rc;
+    }
+    if ((rc = MPI_Type_contiguous((int)r, MPI_BYTE, &rest)) != MPI_SUCCESS) {
+        MPI_Type_free(&body);
+        return rc;
+    }
+    parts[0] = body;
+    parts[1] = rest;
+    disp[0] = 0;
+    disp[1] = (MPI_Aint)(q * unit);
+    rc = MPI_Type_create_struct(2, bl, disp, parts, t);
+    MPI_Type_free(&body);
+    MPI_Type_free(&rest);
+    return rc;
+}
+
+/* `count` copies of `inner`, `stride` bytes apart, whatever count. */
+static int strided_type(uint64_t count, uint64_t stride, MPI_Datatype inner, MPI_Datatype *t)
+{
+    const uint64_t unit = (uint64_t)1 << 30;
+    MPI_Datatype block, body, rest, parts[2];
+    int bl[2] = {1, 1}, rc;
+    MPI_Aint disp[2];
+    uint64_t q = count / unit, r = count % unit;
+    if (count <= INT_MAX)
+        return MPI_Type_create_hvector((int)count, 1, (MPI_Aint)stride, inner, t);
+    if ((rc = MPI_Type_create_hvector((int)unit, 1, (MPI_Aint)stride, inner, &block)) !=
+        MPI_SUCCESS)
+        return rc;
+    rc = MPI_Type_create_hvector((int)q, 1, (MPI_Aint)(stride * unit), block, &body);
+    MPI_Type_free(&block);
+    if (rc != MPI_SUCCESS || r == 0) {
+        *t = body;
+        return rc;
+    }
+    if ((rc = MPI_Type_create_hvector((int)r, 1, (MPI_Aint)stride, inner, &rest)) !=
+        MPI_SUCCESS) {
+        MPI_Type_free(&body);
+        return rc;
+    }
+    parts[0] = body;
+    parts[1] = rest;
+    disp[0] = 0;
+    disp[1] = (MPI_Aint)(q * unit * stride);
+    rc = MPI_Type_create_struct(2, bl, disp, parts, t);
+    MPI_Type_free(&body);
+    MPI_Type_free(&rest);
+    return rc;
+}
+
+/* The file bytes of one box, relative to its first byte. */
+static int box_type(const mst_io_box *b, MPI_Datatype *t)
+{
+    MPI_Datatype cur, next;
+    uint64_t stride = 1;
+    int rc = byte_run_type(b->run, &cur);
+    if (rc != MPI_SUCCESS)
+        return rc;
+    for (int d = b->ndim - 1; d >= 0; d--) {
+        if (d < b->k && b->cb[d] > 1) {
+            rc = strided_type(b->cb[d], stride, cur, &next);
+            MPI_Type_free(&cur);
+            if (rc != MPI_SUCCESS)
+                return rc;
+            cur = next;
+        }
+        stride *= b->gb[d];
+    }
+    *t = cur;
+    return MPI_SUCCESS;
+}
+
+/* The file view of this rank: every box at its offset. */
+static int view_type(const mst_io_box *boxes, size_t n, MPI_Datatype *t)
+{
+    MPI_Datatype *types = malloc(n * sizeof *types);
+    MPI_Aint *disp = malloc(n * sizeof *disp);
+    int *bl = malloc(n * sizeof *bl);
+    size_t made = 0;
+    int rc = MPI_ERR_NO_MEM;
+    if (types && disp && bl) {
+        rc = MPI_SUCCESS;
+        for (; made < n && rc == MPI_SUCCESS; made++) {
+            rc = box_type(&boxes[made], &types[made]);
+            disp[made] = (MPI_Aint)boxes[made].offset;
+            bl[made] = 1;
+        }
+        if (rc != MPI_SUCCESS)
+            made--;
+        else
+            rc = MPI_Type_create_struct((int)n, bl, disp, types, t);
+        if (rc == MPI_SUCCESS)
+            rc = MPI_Type_commit(t);
+    }
+    for (size_t i = 0; i < made; i++)
+        MPI_Type_free(&types[i]);
+    free(types);
+    free(disp);
+    free(bl);
+    return rc;
+}
+
+/* Memory for bytes [a, b) of the concatenated boxes: their buffers, in order. */
+static int memory_type(const mst_io_box *boxes, size_t n, uint64_t a, uint64_t b,
+                       MPI_Datatype *t)
+{
+    int *len = malloc(n * sizeof *len);
+    MPI_Aint *addr = malloc(n * sizeof *addr);
+    int pieces = 0, rc = MPI_ERR_NO_MEM;
+    uint64_t at = 0;
+    if (len && addr) {
+        for (size_t i = 0; i < n && at < b; i++) {
+            uint64_t lo = a > at ? a - at : 0, hi = boxes[i].bytes;
+            if (at + hi > b)
+                hi = b - at;
+            if (lo < hi) {
+                MPI_Get_address((const char *)boxes[i].data + lo, &addr[pieces]);
+                len[pieces++] = (int)(hi - lo);
+            }
+            at += boxes[i].bytes;
+        }
+        rc = MPI_Type_create_hindexed(pieces, len, addr, MPI_BYTE, t);
+        if (rc == MPI_SUCCESS)
+            rc = MPI_Type_commit(t);
+    }
+    free(len);
+    free(addr);
+    return rc;
+}
+
+int mst_io_write_boxes(MPI_Comm comm, MPI_File fh, const char *path, const mst_io_box *boxes,
+                       size_t n, int rank, mst_err *err)
+{
+    char why[MPI_MAX_ERROR_STRING + 160];
+    MPI_Datatype view = MPI_BYTE;
+    uint64_t total = 0, rounds = 0, all_rounds = 0;
+    int rc, failed = 0;
+    for (size_t i = 0; i < n; i++)
+        total += boxes[i].bytes;
+    if (n > 0 && (rc = view_type(boxes, n, &view)) != MPI_SUCCESS) {
+        describe(rc, 0, why, sizeof why);
+        mst_err_set(err, MST_ERR_MPI, "rank %d: building the file view of %zu boxes failed: %s",
+                    rank, n, why);
+        view = MPI_BYTE;
+        failed = 1;
+    }
+    rounds = failed ? 0 : (total + MST_IO_CHUNK - 1) / MST_IO_CHUNK;
+    rc = MPI_Allreduce(&rounds, &all_rounds, 1, MPI_UINT64_T, MPI_MAX, comm);
+    if (rc != MPI_SUCCESS) {
+        if (view != MPI_BYTE)
+            MPI_Type_free(&view);
+        describe(rc, 0, why, sizeof why);
+        return mst_err_set(err, MST_ERR_MPI, "rank %d: MPI_Allreduce failed: %s", rank, why);
+    }
+    rc = MPI_File_set_view(fh, 0, MPI_BYTE, view, "native", MPI_INFO_NULL);
+    if (rc != MPI_SUCCESS && !failed) {
+        describe(rc, errno, why, sizeof why);
+        mst_err_set(err, MST_ERR_IO, "rank %d: MPI_File_set_view for strided boxes failed: %s",
+                    rank, why);
+        failed = 1;
+    }
+    for (uint64_t r = 0; r < all_rounds; r++) {
+        uint64_t a = r * MST_IO_CHUNK, b = a + MST_IO_CHUNK > total ? total : a + MST_IO_CHUNK;
+        MPI_Datatype mem = MPI_BYTE;
+        MPI_Status st;
+        MPI_Count got = 0;
+        int count = 0, e;
+        if (!failed && a < b) {
+            if ((rc = memory_type(boxes, n, a, b, &mem)) != MPI_SUCCESS) {
+                describe(rc, 0, why, sizeof why);
+                mst_err_set(err, MST_ERR_MPI, "rank %d: building a memory type failed: %s", rank,
+                            why);
+                failed = 1;
+                mem = MPI_BYTE;
+            } else {
+                count = 1;
+            }
+        }
+        errno = 0;
+        rc = MPI_File_write_at_all(fh, (MPI_Offset)(count ? a : 0), count ? MPI_BOTTOM : NULL,
+                                   count, mem, &st);
+        e = errno;
+        if (mem != MPI_BYTE)
+            MPI_Type_free(&mem);
+        if (!count || failed)
+            continue;
+        if (rc != MPI_SUCCESS || MPI_Get_elements_x(&st, MPI_BYTE, &got) != MPI_SUCCESS ||
+            (uint64_t)got != b - a) {
+            describe(rc, e, why, sizeof why);
+            mst_err_set(err, MST_ERR_IO,
+                        "rank %d: collective write of %llu bytes of strided boxes (%s%s) "
+                        "failed: %s%s%s",
+                        rank, (unsigned long long)(b - a), boxes[0].what,
+                        n > 1 ? " and others" : "", rc == MPI_SUCCESS ? "short write; " : "",
+                        why, space_hint(path));
+            failed = 1;
+        }
+    }
+    if (view != MPI_BYTE)
+        MPI_Type_free(&view);
+    return failed ? err->code : MST_OK;
 }
 
 int mst_io_sync_close(MPI_File *fh, int sync, int rank, mst_err *err)

@@ -33,6 +33,39 @@ int mst_io_open(const char *tmp, int create, MPI_Info hints, int rank, MPI_File 
 int mst_io_write(MPI_File fh, const char *path, uint64_t offset, const void *buf, uint64_t len,
                  int rank, const char *what, mst_err *err);
 
+/* Collective over comm. Opens the (existing) temporary file on every rank of
+ * comm, for the collective writes of strided boxes. */
+int mst_io_open_shared(MPI_Comm comm, const char *tmp, MPI_Info hints, int rank, MPI_File *fh,
+                       mst_err *err);
+
+/* A box of a tensor whose bytes are strided in the file (a column block, a
+ * 2-D block): runs of `run` bytes, repeated over the dimensions before `k`. */
+typedef struct mst_io_box {
+    uint64_t offset;      /* absolute file offset of the box's first byte */
+    int ndim;
+    const uint64_t *gb;   /* the tensor's byte dimensions (see mst_box.h) */
+    const uint64_t *cb;   /* the box's byte dimensions */
+    int k;
+    uint64_t run;
+    uint64_t bytes;
+    const void *data;     /* the box, C order */
+    const char *what;     /* names it in messages */
+} mst_io_box;
+
+/*
+ * Collective over comm: every rank calls it, with n = 0 if it has nothing.
+ * Writes `boxes` (sorted by offset; boxes of different tensors, so their byte
+ * ranges do not interleave) through a file view on `fh` (from
+ * mst_io_open_shared) with MPI_File_write_at_all, straight from the boxes'
+ * memory, in rounds of at most MST_IO_CHUNK bytes per rank (every rank makes
+ * the same number of calls), checking the count of every call. MPI-IO's
+ * collective buffering then turns the strided pieces of all ranks into large
+ * contiguous writes. On a local failure the rank keeps taking part with empty
+ * writes, so no rank is left waiting; the caller agrees on the outcome.
+ */
+int mst_io_write_boxes(MPI_Comm comm, MPI_File fh, const char *path, const mst_io_box *boxes,
+                       size_t n, int rank, mst_err *err);
+
 /* Local. MPI_File_sync; then MPI_File_close (always, even after a failed sync). */
 int mst_io_sync_close(MPI_File *fh, int sync, int rank, mst_err *err);
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "mst.h"
+#include "mst_box.h"
 #include "mst_utf8.h"
 
 int mst_check_tensor(const char *name, size_t name_len, int dtype, int64_t ndim,
@@ -165,12 +166,156 @@ static int merge_metadata(const mst_meta_decl *meta, size_t nmeta, mst_kv **out,
     return MST_OK;
 }
 
+static const char *kind_name(int kind)
+{
+    return kind == MST_DECL_SLICE ? "as a slice" : kind == MST_DECL_REPLICA ? "as a replica"
+                                                                            : "whole";
+}
+
+static void put_shape(char *out, size_t cap, const mst_tensor_desc *t)
+{
+    size_t o = (size_t)snprintf(out, cap, "%s [", mst_dtype_name((mst_dtype)t->dtype));
+    for (uint32_t d = 0; d < t->ndim && o < cap; d++)
+        o += (size_t)snprintf(out + o, cap - o, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+    if (o < cap)
+        snprintf(out + o, cap - o, "]");
+}
+
+static int same_type(const mst_tensor_desc *a, const mst_tensor_desc *b)
+{
+    if (a->dtype != b->dtype || a->ndim != b->ndim)
+        return 0;
+    for (uint32_t d = 0; d < a->ndim; d++)
+        if (a->shape[d] != b->shape[d])
+            return 0;
+    return 1;
+}
+
+static int cmp_box_start(const void *a, const void *b)
+{
+    const mst_decl *x = *(const mst_decl *const *)a, *y = *(const mst_decl *const *)b;
+    if (x->start[0] != y->start[0])
+        return x->start[0] < y->start[0] ? -1 : 1;
+    if (x->rank != y->rank)
+        return x->rank < y->rank ? -1 : 1;
+    return (x->local > y->local) - (x->local < y->local);
+}
+
+/* The boxes of one tensor must tile its shape: no overlap, and their volumes
+ * add up to the tensor's (which, without overlap, leaves no gap). */
+static int check_tiling(const mst_decl **g, size_t n, mst_err *err)
+{
+    const mst_tensor_desc *t = &g[0]->t;
+    int ndim = (int)t->ndim;
+    char q[MST_QUOTE_MAX], b1[160], b2[160];
+    uint64_t total = mst_box_volume(ndim, t->shape), covered = 0;
+    const mst_decl **s = malloc(n * sizeof *s);
+    if (!s)
+        return mst_err_set(err, MST_ERR_NO_MEMORY, "out of memory checking slices");
+    memcpy(s, g, n * sizeof *s);
+    mst_quote(q, sizeof q, t->name, t->name_len, MST_QUOTE_LIMIT);
+    if (ndim > 0)
+        qsort(s, n, sizeof *s, cmp_box_start);
+    for (size_t i = 0; i < n; i++) {
+        /* boxes sorted by their start in dimension 0: only those starting
+         * before box i ends there can meet it */
+        for (size_t j = i + 1; j < n; j++) {
+            if (ndim > 0 && s[j]->start[0] >= s[i]->start[0] + s[i]->count[0])
+                break;
+            if (ndim == 0 || mst_box_overlap(ndim, s[i]->start, s[i]->count, s[j]->start,
+                                             s[j]->count)) {
+                mst_err_set(err, MST_ERR_SLICE_OVERLAP,
+                            "tensor %s: box %s of rank %d and box %s of rank %d overlap", q,
+                            mst_box_format(b1, sizeof b1, ndim, s[i]->start, s[i]->count),
+                            s[i]->rank,
+                            mst_box_format(b2, sizeof b2, ndim, s[j]->start, s[j]->count),
+                            s[j]->rank);
+                free(s);
+                return err->code;
+            }
+        }
+        covered += ndim == 0 ? 1 : mst_box_volume(ndim, s[i]->count);
+    }
+    if (covered != total) {
+        char list[512];
+        size_t o = 0;
+        for (size_t i = 0; i < n && i < 4 && o < sizeof list; i++)
+            o += (size_t)snprintf(list + o, sizeof list - o, "%srank %d %s", i ? ", " : "",
+                                  s[i]->rank,
+                                  mst_box_format(b1, sizeof b1, ndim, s[i]->start, s[i]->count));
+        if (n > 4 && o < sizeof list)
+            snprintf(list + o, sizeof list - o, ", and %zu more", n - 4);
+        mst_err_set(err, MST_ERR_SLICE_GAP,
+                    "tensor %s: its %zu boxes (%s) cover %llu of its %llu elements, leaving a gap",
+                    q, n, list, (unsigned long long)covered, (unsigned long long)total);
+    }
+    free(s);
+    return err->code;
+}
+
+/* The declarations g[0..n) of one name (sorted by rank) form one tensor? */
+static int check_group(const mst_decl **g, size_t n, mst_err *err)
+{
+    char q[MST_QUOTE_MAX], ta[96], tb[96];
+    const mst_decl *a = g[0];
+    mst_quote(q, sizeof q, a->t.name, a->t.name_len, MST_QUOTE_LIMIT);
+    if (n == 1)
+        return a->kind == MST_DECL_SLICE ? check_tiling(g, n, err) : MST_OK;
+    for (size_t i = 1; i < n; i++) {
+        const mst_decl *b = g[i];
+        if (a->kind == MST_DECL_WHOLE || b->kind == MST_DECL_WHOLE) {
+            const mst_decl *x = a->kind == MST_DECL_WHOLE ? a : b, *y = x == a ? b : a;
+            if (x->rank == y->rank && y->kind == MST_DECL_WHOLE)
+                return mst_err_set(err, MST_ERR_DUPLICATE_NAME,
+                                   "duplicate tensor name %s: declared twice on rank %d", q,
+                                   x->rank);
+            if (y->kind == MST_DECL_WHOLE)
+                return mst_err_set(err, MST_ERR_DUPLICATE_NAME,
+                                   "duplicate tensor name %s: declared on rank %d and on rank %d",
+                                   q, a->rank, b->rank);
+            return mst_err_set(err, MST_ERR_DUPLICATE_NAME,
+                               "duplicate tensor name %s: declared whole (mst_writer_add) on rank "
+                               "%d and %s on rank %d",
+                               q, x->rank, kind_name(y->kind), y->rank);
+        }
+        if (a->kind != b->kind)
+            return mst_err_set(err, MST_ERR_SLICE_MISMATCH,
+                               "tensor %s: declared %s on rank %d and %s on rank %d", q,
+                               kind_name(a->kind), a->rank, kind_name(b->kind), b->rank);
+        if (!same_type(&a->t, &b->t)) {
+            put_shape(ta, sizeof ta, &a->t);
+            put_shape(tb, sizeof tb, &b->t);
+            return mst_err_set(err, MST_ERR_SLICE_MISMATCH,
+                               "tensor %s: rank %d declares %s %s but rank %d declares %s", q,
+                               a->rank, kind_name(a->kind), ta, b->rank, tb);
+        }
+    }
+    return a->kind == MST_DECL_SLICE ? check_tiling(g, n, err) : MST_OK;
+}
+
+typedef struct group {
+    size_t first, n;  /* its declarations: byname[first .. first + n) */
+    uint64_t bytes;   /* the tensor's bytes */
+    uint64_t begin;   /* its offset in the data buffer */
+} group;
+
+/* Largest first, so the greedy choice balances well; name order breaks ties. */
+static int cmp_replica(const void *a, const void *b)
+{
+    const group *x = *(const group *const *)a, *y = *(const group *const *)b;
+    if (x->bytes != y->bytes)
+        return x->bytes > y->bytes ? -1 : 1;
+    return (x->first > y->first) - (x->first < y->first);
+}
+
 int mst_plan_build(mst_plan *plan, const mst_decl *decls, size_t ndecls,
-                   const mst_meta_decl *meta, size_t nmeta, mst_err *err)
+                   const mst_meta_decl *meta, size_t nmeta, int nranks, mst_err *err)
 {
     const mst_decl **byname = NULL;
     const mst_tensor_desc **canon = NULL;
-    uint64_t *size = NULL, *pos = NULL;
+    uint64_t *size = NULL, *pos = NULL, *load = NULL;
+    group *groups = NULL, **replicas = NULL;
+    size_t *group_of = NULL, ngroups = 0, nrep = 0;
     mst_kv *kv = NULL;
     size_t nkv = 0, bucket[MST_DTYPE_COUNT + 1];
     size_t alloc_n = ndecls ? ndecls : 1;
@@ -184,78 +329,123 @@ int mst_plan_build(mst_plan *plan, const mst_decl *decls, size_t ndecls,
     byname = malloc(alloc_n * sizeof *byname);
     canon = malloc(alloc_n * sizeof *canon);
     pos = malloc((ndecls + 1) * sizeof *pos);
+    groups = malloc(alloc_n * sizeof *groups);
+    replicas = malloc(alloc_n * sizeof *replicas);
+    group_of = malloc(alloc_n * sizeof *group_of);
+    load = calloc(nranks > 0 ? (size_t)nranks : 1, sizeof *load);
     plan->order = malloc(alloc_n * sizeof *plan->order);
     plan->begin = malloc(alloc_n * sizeof *plan->begin);
-    if (!size || !byname || !canon || !pos || !plan->order || !plan->begin) {
+    if (!size || !byname || !canon || !pos || !groups || !replicas || !group_of || !load ||
+        !plan->order || !plan->begin) {
         mst_err_set(err, MST_ERR_NO_MEMORY, "out of memory planning %zu tensors", ndecls);
         goto done;
     }
 
     for (size_t i = 0; i < ndecls; i++) {
         const mst_decl *d = &decls[i];
+        uint64_t tensor_bytes;
+        if (d->rank < 0 || d->rank >= nranks || d->kind > MST_DECL_REPLICA) {
+            mst_err_set(err, MST_ERR_INVALID_ARGUMENT, "declaration %zu: bad rank or kind", i);
+            goto done;
+        }
         if (mst_check_tensor(d->t.name, d->t.name_len, d->t.dtype, d->t.ndim, d->t.shape, d->rank,
-                             &size[i], err))
+                             &tensor_bytes, err))
+            goto done;
+        size[i] = tensor_bytes;
+        if (d->kind == MST_DECL_SLICE &&
+            mst_check_box(d->t.name, d->t.name_len, d->t.dtype, (int)d->t.ndim, d->t.shape,
+                          d->start, d->count, d->rank, &size[i], err))
             goto done;
         byname[i] = d;
     }
 
-    /* Names must be unique across all ranks. */
+    /* Group the declarations by name; each group must make one tensor. */
     qsort(byname, ndecls, sizeof *byname, cmp_decl_name);
-    for (size_t i = 1; i < ndecls; i++) {
-        const mst_decl *a = byname[i - 1], *b = byname[i];
-        if (cmp_bytes(a->t.name, a->t.name_len, b->t.name, b->t.name_len) == 0) {
-            mst_quote(q, sizeof q, a->t.name, a->t.name_len, MST_QUOTE_LIMIT);
-            if (a->rank == b->rank)
-                mst_err_set(err, MST_ERR_DUPLICATE_NAME,
-                            "duplicate tensor name %s: declared twice on rank %d", q, a->rank);
-            else
-                mst_err_set(err, MST_ERR_DUPLICATE_NAME,
-                            "duplicate tensor name %s: declared on rank %d and on rank %d", q,
-                            a->rank, b->rank);
+    for (size_t i = 0; i < ndecls;) {
+        size_t j = i + 1;
+        while (j < ndecls && cmp_bytes(byname[i]->t.name, byname[i]->t.name_len,
+                                       byname[j]->t.name, byname[j]->t.name_len) == 0)
+            j++;
+        if (check_group(byname + i, j - i, err))
             goto done;
+        groups[ngroups].first = i;
+        groups[ngroups].n = j - i;
+        /* validated above: no overflow */
+        groups[ngroups].bytes = mst_box_volume((int)byname[i]->t.ndim, byname[i]->t.shape) *
+                                (uint64_t)mst_dtype_bits((mst_dtype)byname[i]->t.dtype) / 8;
+        for (size_t k = i; k < j; k++) {
+            size_t di = (size_t)(byname[k] - decls);
+            group_of[di] = ngroups;
+            if (byname[k]->kind != MST_DECL_REPLICA)
+                load[byname[k]->rank] += size[di];
         }
+        if (byname[i]->kind == MST_DECL_REPLICA)
+            replicas[nrep++] = &groups[ngroups];
+        ngroups++;
+        i = j;
     }
 
     /* The reference order: dtype descending, then name. A stable counting
      * sort by dtype over the name order gives both in one pass. */
     memset(bucket, 0, sizeof bucket);
-    for (size_t i = 0; i < ndecls; i++)
-        bucket[MST_DTYPE_COUNT - 1 - byname[i]->t.dtype + 1]++;
+    for (size_t g = 0; g < ngroups; g++)
+        bucket[MST_DTYPE_COUNT - 1 - byname[groups[g].first]->t.dtype + 1]++;
     for (int b = 1; b <= MST_DTYPE_COUNT; b++)
         bucket[b] += bucket[b - 1];
-    for (size_t i = 0; i < ndecls; i++) {
-        const mst_decl *d = byname[i];
-        size_t at = bucket[MST_DTYPE_COUNT - 1 - d->t.dtype]++;
-        plan->order[at] = (size_t)(d - decls);
+    for (size_t g = 0; g < ngroups; g++) {
+        const mst_decl *d = byname[groups[g].first];
+        plan->order[bucket[MST_DTYPE_COUNT - 1 - d->t.dtype]++] = g; /* group index for now */
     }
 
     pos[0] = 0;
-    for (size_t i = 0; i < ndecls; i++) {
-        size_t di = plan->order[i];
-        if (size[di] > MST_MAX_OFFSET - pos[i]) {
-            mst_quote(q, sizeof q, decls[di].t.name, decls[di].t.name_len, MST_QUOTE_LIMIT);
+    for (size_t i = 0; i < ngroups; i++) {
+        group *g = &groups[plan->order[i]];
+        const mst_decl *d = byname[g->first];
+        if (g->bytes > MST_MAX_OFFSET - pos[i]) {
+            mst_quote(q, sizeof q, d->t.name, d->t.name_len, MST_QUOTE_LIMIT);
             mst_err_set(err, MST_ERR_SIZE_OVERFLOW,
                         "the data would pass the 2^53-byte limit at tensor %s (rank %d)", q,
-                        decls[di].rank);
+                        d->rank);
             goto done;
         }
-        pos[i + 1] = pos[i] + size[di];
-        plan->begin[di] = pos[i];
-        canon[i] = &decls[di].t;
+        pos[i + 1] = pos[i] + g->bytes;
+        canon[i] = &d->t;
+        g->begin = pos[i];
+        plan->order[i] = (size_t)(d - decls);
+    }
+    for (size_t i = 0; i < ndecls; i++)
+        plan->begin[i] = groups[group_of[i]].begin;
+
+    /* Each replica is written by the holder with the fewest bytes so far. */
+    qsort(replicas, nrep, sizeof *replicas, cmp_replica);
+    for (size_t r = 0; r < nrep; r++) {
+        group *g = replicas[r];
+        const mst_decl *best = byname[g->first];
+        for (size_t k = g->first + 1; k < g->first + g->n; k++)
+            if (load[byname[k]->rank] < load[best->rank])
+                best = byname[k];
+        load[best->rank] += g->bytes;
+        for (size_t k = g->first; k < g->first + g->n; k++)
+            if (byname[k] != best)
+                plan->begin[byname[k] - decls] = MST_PLAN_SKIP;
     }
 
     if (merge_metadata(meta, nmeta, &kv, &nkv, err))
         goto done;
-    if (mst_header_encode(&plan->header, kv, nkv, canon, pos, ndecls, err))
+    if (mst_header_encode(&plan->header, kv, nkv, canon, pos, ngroups, err))
         goto done;
-    plan->ntensors = ndecls;
-    plan->data_len = pos[ndecls];
+    plan->ntensors = ngroups;
+    plan->data_len = pos[ngroups];
 
 done:
     free(size);
     free(byname);
     free(canon);
     free(pos);
+    free(groups);
+    free(replicas);
+    free(group_of);
+    free(load);
     free(kv);
     if (err->code != MST_OK) {
         int code = err->code;

@@ -12,14 +12,26 @@
 #include "mst_err.h"
 #include "mst_header.h"
 
-/* One declaration by one rank. A tensor is one declaration today; the
- * rank/local pair is what lets a tensor be made of pieces from several ranks
- * later (slices, replicas). */
+/* How a rank declared a tensor. */
+enum mst_decl_kind {
+    MST_DECL_WHOLE = 0,   /* mst_writer_add: this rank alone holds it */
+    MST_DECL_SLICE = 1,   /* mst_writer_add_slice: one box of it */
+    MST_DECL_REPLICA = 2  /* mst_writer_add_replica: a full copy, like other ranks */
+};
+
+/* One declaration by one rank. A tensor is the group of declarations that
+ * share its name: one whole, or boxes from any ranks, or replicas. */
 typedef struct mst_decl {
-    mst_tensor_desc t;
+    mst_tensor_desc t;      /* for slices: the global shape */
+    const int64_t *start;   /* slices: the box (ndim each); NULL otherwise */
+    const int64_t *count;
     int rank;
-    uint32_t local; /* position in that rank's own list */
+    uint32_t local;         /* position in that rank's own list */
+    uint8_t kind;           /* enum mst_decl_kind */
 } mst_decl;
+
+/* plan.begin of a replica that another holder writes */
+#define MST_PLAN_SKIP UINT64_MAX
 
 typedef struct mst_meta_decl {
     mst_kv kv;
@@ -28,8 +40,9 @@ typedef struct mst_meta_decl {
 
 typedef struct mst_plan {
     size_t ntensors;
-    size_t *order;    /* declaration indices in canonical order */
-    uint64_t *begin;  /* per declaration: begin offset in the data buffer */
+    size_t *order;    /* per tensor, in canonical order: index of one of its declarations */
+    uint64_t *begin;  /* per declaration: begin offset of its tensor in the data buffer,
+                         or MST_PLAN_SKIP for a replica another holder writes */
     uint64_t data_len;
     mst_buf header;   /* the header bytes, padded (N = header.len) */
 } mst_plan;
@@ -48,13 +61,15 @@ int mst_check_metadata(const char *key, size_t key_len, const char *value, size_
                        int rank, mst_err *err);
 
 /*
- * Builds the plan for `decls` (every rank's tensors) and `meta` (every rank's
- * metadata entries): validation, duplicate names, metadata conflicts, the
- * reference writer's order (dtype descending, then name byte-wise),
- * contiguous offsets, header bytes. On failure the plan is empty.
+ * Builds the plan for `decls` (every rank's tensors, ranks 0..nranks-1) and
+ * `meta` (every rank's metadata entries): validation, duplicate names, slices
+ * that tile their tensor exactly, replicas that agree, metadata conflicts,
+ * the reference writer's order (dtype descending, then name byte-wise),
+ * contiguous offsets, the writer of each replica (balancing the bytes each
+ * rank writes), header bytes. On failure the plan is empty.
  */
 int mst_plan_build(mst_plan *plan, const mst_decl *decls, size_t ndecls,
-                   const mst_meta_decl *meta, size_t nmeta, mst_err *err);
+                   const mst_meta_decl *meta, size_t nmeta, int nranks, mst_err *err);
 void mst_plan_free(mst_plan *plan);
 
 #endif

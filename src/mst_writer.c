@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "mst.h"
+#include "mst_box.h"
 #include "mst_buf.h"
 #include "mst_err.h"
 #include "mst_exchange.h"
@@ -17,11 +18,14 @@
 
 enum writer_state { WRITER_OPEN, WRITER_DONE, WRITER_FAILED_OPEN };
 
-/* One tensor this rank declared. */
+/* One tensor (or box of one) this rank declared. */
 typedef struct local_tensor {
-    mst_tensor_desc t; /* name and shape point into storage */
-    const void *data;  /* the caller's buffer, not copied */
-    uint64_t nbytes;
+    mst_tensor_desc t;    /* name and shape point into storage; slices: global shape */
+    const int64_t *start; /* slices: the box, in storage */
+    const int64_t *count;
+    int kind;             /* enum mst_decl_kind */
+    const void *data;     /* the caller's buffer, not copied */
+    uint64_t nbytes;      /* bytes of data */
     void *storage;
 } local_tensor;
 
@@ -166,12 +170,13 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem)
     return 0;
 }
 
-int mst_writer_add(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
-                   const int64_t *shape, const void *data)
+static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, int ndim,
+                    const int64_t *shape, const int64_t *start, const int64_t *count,
+                    const void *data)
 {
     mst_err e;
     uint64_t nbytes = 0;
-    size_t len;
+    size_t len, ndims;
     char *storage;
     local_tensor *t;
     if (!w)
@@ -189,6 +194,9 @@ int mst_writer_add(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
     len = strlen(name);
     if (mst_check_tensor(name, len, (int)dtype, ndim, shape, w->rank, &nbytes, &e))
         return keep_first(w, &e);
+    if (kind == MST_DECL_SLICE &&
+        mst_check_box(name, len, (int)dtype, ndim, shape, start, count, w->rank, &nbytes, &e))
+        return keep_first(w, &e);
     if (nbytes > 0 && !data) {
         char q[MST_QUOTE_MAX];
         mst_err_set(&e, MST_ERR_NULL_DATA, "tensor %s on rank %d: data is NULL for %llu bytes",
@@ -201,25 +209,54 @@ int mst_writer_add(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
                     "rank %d: a tensor name of %zu bytes cannot fit in a header", w->rank, len);
         return keep_first(w, &e);
     }
-    /* shape first, so it is aligned; the name follows */
-    storage = malloc((size_t)ndim * sizeof(int64_t) + len + 1);
+    /* shape (and box) first, so they are aligned; the name follows */
+    ndims = (size_t)ndim * (kind == MST_DECL_SLICE ? 3 : 1);
+    storage = malloc(ndims * sizeof(int64_t) + len + 1);
     if (!storage || grow((void **)&w->tensors, &w->tcap, w->ntensors, sizeof *w->tensors)) {
         free(storage);
         mst_err_set(&e, MST_ERR_NO_MEMORY, "rank %d: out of memory adding a tensor", w->rank);
         return keep_first(w, &e);
     }
     t = &w->tensors[w->ntensors++];
+    memset(t, 0, sizeof *t);
     memcpy(storage, shape, (size_t)ndim * sizeof(int64_t));
-    memcpy(storage + (size_t)ndim * sizeof(int64_t), name, len + 1);
+    if (kind == MST_DECL_SLICE) {
+        memcpy(storage + (size_t)ndim * sizeof(int64_t), start, (size_t)ndim * sizeof(int64_t));
+        memcpy(storage + 2 * (size_t)ndim * sizeof(int64_t), count,
+               (size_t)ndim * sizeof(int64_t));
+        t->start = (const int64_t *)storage + ndim;
+        t->count = (const int64_t *)storage + 2 * (size_t)ndim;
+    }
+    memcpy(storage + ndims * sizeof(int64_t), name, len + 1);
     t->storage = storage;
     t->t.shape = (const int64_t *)storage;
-    t->t.name = storage + (size_t)ndim * sizeof(int64_t);
+    t->t.name = storage + ndims * sizeof(int64_t);
     t->t.name_len = (uint32_t)len;
     t->t.dtype = (uint8_t)dtype;
     t->t.ndim = (uint32_t)ndim;
+    t->kind = kind;
     t->data = data;
     t->nbytes = nbytes;
     return MST_OK;
+}
+
+int mst_writer_add(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
+                   const int64_t *shape, const void *data)
+{
+    return add_decl(w, MST_DECL_WHOLE, name, dtype, ndim, shape, NULL, NULL, data);
+}
+
+int mst_writer_add_slice(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
+                         const int64_t *global_shape, const int64_t *start, const int64_t *count,
+                         const void *data)
+{
+    return add_decl(w, MST_DECL_SLICE, name, dtype, ndim, global_shape, start, count, data);
+}
+
+int mst_writer_add_replica(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
+                           const int64_t *shape, const void *data)
+{
+    return add_decl(w, MST_DECL_REPLICA, name, dtype, ndim, shape, NULL, NULL, data);
 }
 
 int mst_writer_add_metadata(mst_writer *w, const char *key, const char *value)
@@ -267,22 +304,100 @@ int mst_writer_add_metadata(mst_writer *w, const char *key, const char *value)
 }
 
 typedef struct write_item {
-    uint64_t offset;
+    uint64_t offset; /* absolute file offset of the first byte */
     size_t index;
+    int strided;
+    int round;       /* strided boxes: which collective round */
+    mst_box_layout layout;
+    uint64_t dims[]; /* strided boxes: gb, sb, cb (3 * ndim) */
 } write_item;
 
 static int cmp_item(const void *a, const void *b)
 {
-    const write_item *x = a, *y = b;
+    const write_item *x = *(const write_item *const *)a, *y = *(const write_item *const *)b;
     return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
-/* This rank's part of the write: the header on rank 0, then every tensor in
- * file order, straight from the caller's buffers. */
-static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan *plan,
-                     const uint64_t *offsets, mst_err *err)
+typedef struct write_list {
+    write_item **items; /* sorted by file offset */
+    size_t n;
+    int rounds;         /* collective rounds this rank needs */
+} write_list;
+
+static void free_write_list(write_list *l)
 {
-    write_item *items;
+    for (size_t i = 0; i < l->n; i++)
+        free(l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+/* Where each of this rank's declarations goes: whole tensors and chosen
+ * replicas at their offset, boxes at their first byte; strided boxes get a
+ * collective round (the i-th strided box of a tensor on this rank goes in
+ * round i, so within a round the boxes of this rank never interleave). */
+static int plan_writes(mst_writer *w, const uint64_t *offsets, write_list *l, mst_err *err)
+{
+    l->items = calloc(w->ntensors ? w->ntensors : 1, sizeof *l->items);
+    if (!l->items)
+        goto oom;
+    for (size_t i = 0; i < w->ntensors; i++) {
+        const local_tensor *t = &w->tensors[i];
+        int ndim = (int)t->t.ndim;
+        write_item *it;
+        if (offsets[i] == MST_PLAN_SKIP || t->nbytes == 0)
+            continue;
+        it = calloc(1, sizeof *it + (t->kind == MST_DECL_SLICE ? 3 * (size_t)ndim : 0) *
+                                        sizeof(uint64_t));
+        if (!it)
+            goto oom;
+        it->index = i;
+        it->offset = offsets[i];
+        if (t->kind == MST_DECL_SLICE) {
+            uint64_t *gb = it->dims, *sb = gb + ndim, *cb = sb + ndim;
+            mst_box_bytes(ndim, t->t.shape, t->start, t->count, mst_dtype_bits(t->t.dtype), gb,
+                          sb, cb);
+            mst_box_layout_of(ndim, gb, sb, cb, &it->layout);
+            it->offset += it->layout.first;
+            it->strided = !it->layout.contiguous;
+        }
+        l->items[l->n++] = it;
+    }
+    qsort(l->items, l->n, sizeof *l->items, cmp_item);
+    /* rounds: tensors occupy disjoint byte ranges, so in file order the boxes
+     * of one tensor are neighbours; number its strided ones 0, 1, ... */
+    for (size_t i = 0, run = 0; i < l->n; i++) {
+        write_item *it = l->items[i];
+        if (i > 0 && offsets[l->items[i - 1]->index] != offsets[it->index])
+            run = 0;
+        if (!it->strided)
+            continue;
+        it->round = (int)run++;
+        if (it->round + 1 > l->rounds)
+            l->rounds = it->round + 1;
+    }
+    return MST_OK;
+oom:
+    return mst_err_set(err, MST_ERR_NO_MEMORY, "rank %d: out of memory ordering writes", w->rank);
+}
+
+static void describe_tensor(char *what, size_t cap, const local_tensor *t)
+{
+    char q[MST_QUOTE_MAX], box[160];
+    mst_quote(q, sizeof q, t->t.name, t->t.name_len, MST_QUOTE_LIMIT);
+    if (t->kind == MST_DECL_SLICE)
+        snprintf(what, cap, "tensor %s box %s", q,
+                 mst_box_format(box, sizeof box, (int)t->t.ndim, t->start, t->count));
+    else
+        snprintf(what, cap, "tensor %s", q);
+}
+
+/* This rank's independent writes: the header on rank 0, then every whole
+ * tensor, chosen replica and contiguous box in file order, straight from the
+ * caller's buffers. */
+static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan *plan,
+                     const write_list *l, mst_err *err)
+{
     if (w->rank == 0) {
         unsigned char len8[8];
         uint64_t n = plan->header.len;
@@ -292,26 +407,85 @@ static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan
             mst_io_write(fh, tmp, 8, plan->header.data, n, 0, "the header", err))
             return err->code;
     }
-    items = malloc((w->ntensors ? w->ntensors : 1) * sizeof *items);
-    if (!items)
-        return mst_err_set(err, MST_ERR_NO_MEMORY, "rank %d: out of memory ordering writes",
-                           w->rank);
-    for (size_t i = 0; i < w->ntensors; i++) {
-        items[i].offset = offsets[i];
-        items[i].index = i;
-    }
-    qsort(items, w->ntensors, sizeof *items, cmp_item);
-    for (size_t k = 0; k < w->ntensors; k++) {
-        const local_tensor *t = &w->tensors[items[k].index];
-        char what[MST_QUOTE_MAX + 16], q[MST_QUOTE_MAX];
-        if (t->nbytes == 0)
+    for (size_t k = 0; k < l->n; k++) {
+        const write_item *it = l->items[k];
+        const local_tensor *t = &w->tensors[it->index];
+        char what[MST_QUOTE_MAX + 200];
+        if (it->strided)
             continue;
-        snprintf(what, sizeof what, "tensor %s",
-                 mst_quote(q, sizeof q, t->t.name, t->t.name_len, MST_QUOTE_LIMIT));
-        if (mst_io_write(fh, tmp, items[k].offset, t->data, t->nbytes, w->rank, what, err))
+        describe_tensor(what, sizeof what, t);
+        if (mst_io_write(fh, tmp, it->offset, t->data, t->nbytes, w->rank, what, err))
             break;
     }
-    free(items);
+    return err->code;
+}
+
+/* Collective: the strided boxes, in rounds, through a handle shared by all
+ * ranks. Runs only when some rank has strided boxes. */
+static int write_strided(mst_writer *w, const char *tmp, const write_list *l, mst_err *err)
+{
+    int rounds = 0, rc;
+    MPI_File fh = MPI_FILE_NULL;
+    mst_io_box *boxes = NULL;
+    char (*what)[MST_QUOTE_MAX + 200] = NULL;
+    mst_err local, agreed;
+    mst_err_clear(&local);
+    rc = MPI_Allreduce(&l->rounds, &rounds, 1, MPI_INT, MPI_MAX, w->comm);
+    if (rc != MPI_SUCCESS)
+        return mst_err_set(err, MST_ERR_MPI, "rank %d: MPI_Allreduce of write rounds failed",
+                           w->rank);
+    if (rounds == 0)
+        return MST_OK;
+    boxes = malloc((l->n ? l->n : 1) * sizeof *boxes);
+    what = malloc((l->n ? l->n : 1) * sizeof *what);
+    if (!boxes || !what)
+        mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory", w->rank);
+    else
+        mst_io_open_shared(w->comm, tmp, w->hints, w->rank, &fh, &local);
+    if (mst_agree(w->comm, &local, &agreed)) {
+        if (fh != MPI_FILE_NULL)
+            MPI_File_close(&fh);
+        free(boxes);
+        free(what);
+        *err = agreed;
+        return err->code;
+    }
+    for (int r = 0; r < rounds; r++) {
+        size_t n = 0;
+        for (size_t k = 0; k < l->n; k++) {
+            const write_item *it = l->items[k];
+            const local_tensor *t = &w->tensors[it->index];
+            int ndim = (int)t->t.ndim;
+            mst_io_box *b;
+            if (!it->strided || it->round != r)
+                continue;
+            b = &boxes[n];
+            b->offset = it->offset;
+            b->ndim = ndim;
+            b->gb = it->dims;
+            b->cb = it->dims + 2 * (size_t)ndim;
+            b->k = it->layout.k;
+            b->run = it->layout.run;
+            b->bytes = it->layout.bytes;
+            b->data = t->data;
+            describe_tensor(what[n], sizeof what[n], t);
+            b->what = what[n];
+            n++;
+        }
+        /* after a failure, keep taking part with nothing to write */
+        mst_io_write_boxes(w->comm, fh, tmp, boxes, local.code ? 0 : n, w->rank, &local);
+    }
+    if (w->fsync && local.code == MST_OK && (rc = MPI_File_sync(fh)) != MPI_SUCCESS)
+        mst_err_set(&local, MST_ERR_IO,
+                    "rank %d: MPI_File_sync of the shared handle of the temporary file failed",
+                    w->rank);
+    else if (w->fsync && local.code != MST_OK)
+        MPI_File_sync(fh); /* collective: every rank calls it */
+    if (MPI_File_close(&fh) != MPI_SUCCESS && local.code == MST_OK)
+        mst_err_set(&local, MST_ERR_IO, "rank %d: closing the shared handle failed", w->rank);
+    free(boxes);
+    free(what);
+    *err = local;
     return err->code;
 }
 
@@ -325,10 +499,12 @@ static int commit(mst_writer *w)
     uint64_t *offsets = NULL, *all = NULL, expected = 0;
     char *tmp = NULL;
     MPI_File fh = MPI_FILE_NULL;
+    write_list writes;
     int opts[2], agreed_opts[2], rc, have_tmp = 0;
 
     memset(&g, 0, sizeof g);
     memset(&plan, 0, sizeof plan);
+    memset(&writes, 0, sizeof writes);
     mst_buf_init(&blob, 0);
 
     /* Options must match: the sync is done by every rank or by none. */
@@ -347,7 +523,8 @@ static int commit(mst_writer *w)
     if (local.code == MST_OK) {
         mst_pack_counts(&blob, w->ntensors, w->nmeta);
         for (size_t i = 0; i < w->ntensors; i++)
-            mst_pack_tensor(&blob, &w->tensors[i].t);
+            mst_pack_tensor(&blob, &w->tensors[i].t, w->tensors[i].kind, w->tensors[i].start,
+                            w->tensors[i].count);
         for (size_t i = 0; i < w->nmeta; i++)
             mst_pack_kv(&blob, &w->meta[i]);
         offsets = malloc((w->ntensors ? w->ntensors : 1) * sizeof *offsets);
@@ -363,7 +540,8 @@ static int commit(mst_writer *w)
 
     /* Rank 0: plan, check the target, create the temporary file. */
     if (w->rank == 0) {
-        if (mst_plan_build(&plan, g.decls, g.ndecls, g.meta, g.nmeta, &local) == MST_OK &&
+        if (mst_plan_build(&plan, g.decls, g.ndecls, g.meta, g.nmeta, w->size, &local) ==
+                MST_OK &&
             mst_io_check_target(w->path, &local) == MST_OK) {
             uint64_t data_start = 8 + plan.header.len;
             expected = data_start + plan.data_len;
@@ -373,7 +551,8 @@ static int commit(mst_writer *w)
                 mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory");
             } else {
                 for (size_t i = 0; i < g.ndecls; i++)
-                    all[i] = data_start + plan.begin[i];
+                    all[i] = plan.begin[i] == MST_PLAN_SKIP ? MST_PLAN_SKIP
+                                                            : data_start + plan.begin[i];
                 if (mst_io_open(tmp, 1, w->hints, 0, &fh, &local) == MST_OK)
                     have_tmp = 1;
             }
@@ -394,7 +573,11 @@ static int commit(mst_writer *w)
     if (mst_agree(comm, &local, res))
         goto cleanup;
 
-    write_own(w, fh, tmp, &plan, offsets, &local);
+    if (plan_writes(w, offsets, &writes, &local) == MST_OK)
+        write_own(w, fh, tmp, &plan, &writes, &local);
+    if (mst_agree(comm, &local, res))
+        goto cleanup;
+    write_strided(w, tmp, &writes, &local);
     if (mst_agree(comm, &local, res))
         goto cleanup;
 
@@ -416,6 +599,7 @@ cleanup:
     if (w->rank == 0 && have_tmp)
         mst_io_discard(tmp);
 out:
+    free_write_list(&writes);
     mst_buf_free(&blob);
     mst_gathered_free(&g);
     mst_plan_free(&plan);

@@ -292,12 +292,148 @@ static void add_fsync_mismatch(mst_writer *w)
         CHECK_EQ_INT(mst_writer_set_fsync(w, 0), MST_OK);
 }
 
+/* ---- slices and replicas --------------------------------------------- */
+
+static const float eight[8] = {0};
+static const int64_t g42[2] = {4, 2};
+
+static void slice_rows(mst_writer *w, int on_rank, int64_t r0, int64_t r1, mst_dtype dt,
+                       const int64_t *global)
+{
+    int64_t start[2] = {r0, 0}, count[2] = {r1 - r0, global[1]};
+    if (rank == on_rank)
+        CHECK_EQ_INT(mst_writer_add_slice(w, "split", dt, 2, global, start, count, eight),
+                     MST_OK);
+}
+
+static void add_slice_overlap(mst_writer *w)
+{
+    slice_rows(w, 0, 0, 3, MST_F32, g42);
+    slice_rows(w, last, 2, 4, MST_F32, g42);
+}
+
+static void add_slice_gap(mst_writer *w)
+{
+    slice_rows(w, 0, 0, 1, MST_F32, g42);
+    slice_rows(w, last, 2, 4, MST_F32, g42);
+}
+
+static void add_slice_bounds(mst_writer *w)
+{
+    static const int64_t g[1] = {4}, s[1] = {3}, c[1] = {2};
+    if (rank == last)
+        CHECK_EQ_INT(mst_writer_add_slice(w, "split", MST_F32, 1, g, s, c, eight),
+                     MST_ERR_SLICE_BOUNDS);
+}
+
+static void add_slice_dtype_mismatch(mst_writer *w)
+{
+    slice_rows(w, 0, 0, 2, MST_F32, g42);
+    slice_rows(w, last, 2, 4, MST_F16, g42);
+}
+
+static void add_slice_shape_mismatch(mst_writer *w)
+{
+    static const int64_t g43[2] = {4, 3};
+    slice_rows(w, 0, 0, 2, MST_F32, g42);
+    slice_rows(w, last, 2, 4, MST_F32, g43);
+}
+
+static void add_whole_and_slice(mst_writer *w)
+{
+    if (rank == 0)
+        CHECK_EQ_INT(mst_writer_add(w, "split", MST_F32, 2, g42, eight), MST_OK);
+    slice_rows(w, last, 0, 4, MST_F32, g42);
+}
+
+static void add_slice_and_replica(mst_writer *w)
+{
+    slice_rows(w, 0, 0, 4, MST_F32, g42);
+    if (rank == last)
+        CHECK_EQ_INT(mst_writer_add_replica(w, "split", MST_F32, 2, g42, eight), MST_OK);
+}
+
+static void add_replica_mismatch(mst_writer *w)
+{
+    static const int64_t s3[1] = {3};
+    if (rank == 0)
+        CHECK_EQ_INT(mst_writer_add_replica(w, "norm", MST_F32, 1, shape4, eight), MST_OK);
+    if (rank == last)
+        CHECK_EQ_INT(mst_writer_add_replica(w, "norm", MST_F32, 1, s3, eight), MST_OK);
+}
+
+static void add_whole_and_replica(mst_writer *w)
+{
+    if (rank == 0)
+        CHECK_EQ_INT(mst_writer_add(w, "norm", MST_F32, 1, shape4, eight), MST_OK);
+    if (rank == last)
+        CHECK_EQ_INT(mst_writer_add_replica(w, "norm", MST_F32, 1, shape4, eight), MST_OK);
+}
+
+static void add_slice_partial(mst_writer *w)
+{
+    static const int64_t g[2] = {2, 4}, s[2] = {0, 0}, c[2] = {2, 1};
+    if (rank == last)
+        CHECK_EQ_INT(mst_writer_add_slice(w, "fp4", MST_F4, 2, g, s, c, eight),
+                     MST_ERR_PARTIAL_BYTES);
+}
+
+static void run_slice_cases(void)
+{
+    const char *p;
+    char r[32];
+    snprintf(r, sizeof r, "rank %d", last);
+    p = case_path("slice_overlap", "m.safetensors");
+    snprintf(needle[0], sizeof needle[0], "box [2:4, 0:2] of rank %d overlap", last);
+    expect_failure("slice_overlap", p, 1, 0, MST_ERR_SLICE_OVERLAP, add_slice_overlap,
+                   "tensor \"split\": box [0:3, 0:2] of rank 0 and", needle[0]);
+    p = case_path("slice_gap", "m.safetensors");
+    expect_failure("slice_gap", p, 1, 0, MST_ERR_SLICE_GAP, add_slice_gap, "\"split\"",
+                   "cover 6 of its 8 elements");
+    p = case_path("slice_bounds", "m.safetensors");
+    expect_failure("slice_bounds", p, 1, 0, MST_ERR_SLICE_BOUNDS, add_slice_bounds, r,
+                   "box [3:5] is outside the global shape");
+    p = case_path("slice_dtype_mismatch", "m.safetensors");
+    snprintf(needle[0], sizeof needle[0],
+             "rank 0 declares as a slice F32 [4, 2] but rank %d declares F16 [4, 2]", last);
+    expect_failure("slice_dtype_mismatch", p, 1, 0, MST_ERR_SLICE_MISMATCH,
+                   add_slice_dtype_mismatch, "\"split\"", needle[0]);
+    p = case_path("slice_shape_mismatch", "m.safetensors");
+    snprintf(needle[0], sizeof needle[0], "but rank %d declares F32 [4, 3]", last);
+    expect_failure("slice_shape_mismatch", p, 1, 0, MST_ERR_SLICE_MISMATCH,
+                   add_slice_shape_mismatch, "\"split\"", needle[0]);
+    p = case_path("whole_and_slice", "m.safetensors");
+    snprintf(needle[0], sizeof needle[0],
+             "declared whole (mst_writer_add) on rank 0 and as a slice on rank %d", last);
+    expect_failure("whole_and_slice", p, 1, 0, MST_ERR_DUPLICATE_NAME, add_whole_and_slice,
+                   "\"split\"", needle[0]);
+    p = case_path("slice_and_replica", "m.safetensors");
+    snprintf(needle[0], sizeof needle[0], "declared as a slice on rank 0 and as a replica on rank %d",
+             last);
+    expect_failure("slice_and_replica", p, 1, 0, MST_ERR_SLICE_MISMATCH, add_slice_and_replica,
+                   "\"split\"", needle[0]);
+    p = case_path("replica_mismatch", "m.safetensors");
+    snprintf(needle[0], sizeof needle[0], "rank 0 declares as a replica F32 [4] but rank %d "
+             "declares F32 [3]", last);
+    expect_failure("replica_mismatch", p, 1, 0, MST_ERR_SLICE_MISMATCH, add_replica_mismatch,
+                   "\"norm\"", needle[0]);
+    p = case_path("whole_and_replica", "m.safetensors");
+    snprintf(needle[0], sizeof needle[0],
+             "declared whole (mst_writer_add) on rank 0 and as a replica on rank %d", last);
+    expect_failure("whole_and_replica", p, 1, 0, MST_ERR_DUPLICATE_NAME, add_whole_and_replica,
+                   "\"norm\"", needle[0]);
+    p = case_path("slice_partial", "m.safetensors");
+    expect_failure("slice_partial", p, 1, 0, MST_ERR_PARTIAL_BYTES, add_slice_partial, r,
+                   "box [0:2, 0:1] of F4");
+}
+
 static void run_cases(void)
 {
     const char *p;
-    char r[16];
+    char r[32];
     snprintf(r, sizeof r, "rank %d", last);
 
+    run_slice_cases();
     p = case_path("dup_within", "m.safetensors");
     expect_failure("dup_within", p, 1, 0, MST_ERR_DUPLICATE_NAME, add_dup_within, "\"x\"",
                    "declared twice on rank 0");
@@ -449,7 +585,7 @@ int main(int argc, char **argv)
         run_cases();
     } else if (!strcmp(argv[1], "fulldisk")) {
         static char p[4096];
-        char r[16];
+        char r[32];
         snprintf(p, sizeof p, "%s/m.safetensors", base_dir);
         snprintf(r, sizeof r, "rank ");
         expect_failure("full_disk", p, 1, 0, MST_ERR_IO, add_fill_disk, r, "file system is full");

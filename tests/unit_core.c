@@ -93,8 +93,10 @@ static int plan_rows(mst_plan *plan, const row *rows, size_t n, const mst_meta_d
                      size_t nmeta, mst_err *err)
 {
     mst_decl *d = calloc(n ? n : 1, sizeof *d);
-    int rc;
+    int rc, nranks = 1;
     for (size_t i = 0; i < n; i++) {
+        if (rows[i].rank + 1 > nranks)
+            nranks = rows[i].rank + 1;
         d[i].t.name = rows[i].name;
         d[i].t.name_len = (uint32_t)strlen(rows[i].name);
         d[i].t.dtype = (uint8_t)rows[i].dtype;
@@ -103,7 +105,10 @@ static int plan_rows(mst_plan *plan, const row *rows, size_t n, const mst_meta_d
         d[i].rank = rows[i].rank;
         d[i].local = (uint32_t)i;
     }
-    rc = mst_plan_build(plan, d, n, meta, nmeta, err);
+    for (size_t i = 0; i < nmeta; i++)
+        if (meta[i].rank + 1 > nranks)
+            nranks = meta[i].rank + 1;
+    rc = mst_plan_build(plan, d, n, meta, nmeta, nranks, err);
     free(d);
     return rc;
 }

@@ -1,0 +1,361 @@
+/* Tensor-parallel saves: tensors split into random boxes (rows, columns, 2-D
+ * blocks, random guillotine cuts, several boxes per rank, uneven, empty) or
+ * replicated on random subsets of ranks, saved from every rank and compared
+ * byte for byte with the canonical file of the full tensors, written by the
+ * oracle (tests/reference_writer.py) as if one rank had saved them whole.
+ *
+ *   t_slices describe SPEC.json
+ *   mpirun -np N t_slices save OUT EXPECTED SEED [RUNS]
+ *     RUNS saves with seeds SEED, SEED+1, ...: a different tiling each time,
+ *     the same bytes expected. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mpi.h>
+
+#include "mst.h"
+#include "t_util.h"
+
+typedef struct spec {
+    const char *name;
+    mst_dtype dtype;
+    int ndim;
+    int64_t shape[4];
+} spec;
+
+static const spec tensors[] = {
+    {"embed.weight", MST_BF16, 2, {37, 24}},     /* vocabulary not divisible by ranks */
+    {"attn.qkv.weight", MST_F32, 2, {16, 21}},
+    {"mlp.up.weight", MST_F16, 2, {12, 10}},
+    {"bias.i64", MST_I64, 1, {103}},
+    {"cube.u8", MST_U8, 3, {5, 6, 7}},
+    {"hyper.f64", MST_F64, 4, {3, 4, 5, 2}},
+    {"quant.f4", MST_F4, 2, {6, 8}},
+    {"quant.f6", MST_F6_E2M3, 2, {3, 8}},
+    {"norm.weight", MST_F32, 1, {24}},
+    {"scale", MST_F32, 0, {0}},
+    {"empty.rows", MST_F32, 2, {0, 5}},
+    {"mask.bool", MST_BOOL, 2, {9, 9}},
+    {"rot.c64", MST_C64, 2, {4, 6}},
+    {"wide.u16", MST_U16, 2, {2, 300}},
+};
+#define NTENSORS ((int)(sizeof tensors / sizeof *tensors))
+
+static uint64_t rng_state;
+static uint64_t rnd(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static int64_t rnd_range(int64_t lo, int64_t hi) /* [lo, hi] */
+{
+    return lo + (int64_t)(rnd() % (uint64_t)(hi - lo + 1));
+}
+
+static int describe(const char *path)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return 1;
+    fprintf(f, "{\"metadata\": [[\"format\", \"pt\"]], \"tensors\": [");
+    for (int i = 0; i < NTENSORS; i++) {
+        fprintf(f, "%s\n {\"name\": ", i ? "," : "");
+        t_put_json_string(f, tensors[i].name);
+        fprintf(f, ", \"dtype\": \"%s\", \"shape\": [", mst_dtype_name(tensors[i].dtype));
+        for (int d = 0; d < tensors[i].ndim; d++)
+            fprintf(f, "%s%" PRId64, d ? ", " : "", tensors[i].shape[d]);
+        fprintf(f, "]}");
+    }
+    fprintf(f, "]}\n");
+    return fclose(f) != 0;
+}
+
+typedef struct box {
+    int64_t start[4], count[4];
+    int rank;
+} box;
+
+/* Elements along the last dimension must cover whole bytes (F4, F6). */
+static int64_t last_align(mst_dtype d)
+{
+    int bits = mst_dtype_bits(d);
+    return bits % 8 == 0 ? 1 : bits == 4 ? 2 : 4;
+}
+
+/* Cuts [0, n) into k pieces at random (aligned) points; pieces may be empty. */
+static int cut(int64_t n, int k, int64_t align, int64_t *at)
+{
+    at[0] = 0;
+    at[k] = n;
+    for (int i = 1; i < k; i++)
+        at[i] = rnd_range(0, n / align) * align;
+    /* sort */
+    for (int i = 1; i < k; i++)
+        for (int j = i; j > 0 && at[j] < at[j - 1]; j--) {
+            int64_t t = at[j];
+            at[j] = at[j - 1];
+            at[j - 1] = t;
+        }
+    return k;
+}
+
+/* A random tiling of tensor t into boxes; returns the number of boxes. */
+static int tile(const spec *t, int size, box *out, const char **scheme)
+{
+    int n = 0, nd = t->ndim, last = nd - 1;
+    int64_t at[17], at2[17];
+    int s = (int)(rnd() % 5);
+    box whole;
+    for (int d = 0; d < nd; d++) {
+        whole.start[d] = 0;
+        whole.count[d] = t->shape[d];
+    }
+    whole.rank = 0;
+    if (nd == 0) {
+        *scheme = "scalar";
+        whole.rank = (int)(rnd() % (uint64_t)size);
+        out[0] = whole;
+        return 1;
+    }
+    if (s == 0 || (nd == 1 && s >= 2)) {
+        /* rows: split dimension 0 over the ranks (uneven), maybe more pieces */
+        int k = size + (int)(rnd() % 3);
+        *scheme = "rows";
+        cut(t->shape[0], k, nd == 1 ? last_align(t->dtype) : 1, at);
+        for (int i = 0; i < k; i++) {
+            box b = whole;
+            b.start[0] = at[i];
+            b.count[0] = at[i + 1] - at[i];
+            b.rank = i % size;
+            out[n++] = b;
+        }
+    } else if (s == 1) {
+        /* columns: split the last dimension */
+        int k = size + (int)(rnd() % 2);
+        *scheme = "cols";
+        cut(t->shape[last], k, last_align(t->dtype), at);
+        for (int i = 0; i < k; i++) {
+            box b = whole;
+            b.start[last] = at[i];
+            b.count[last] = at[i + 1] - at[i];
+            b.rank = (i + 1) % size;
+            out[n++] = b;
+        }
+    } else if (s == 2) {
+        /* 2-D blocks over dimension 0 and the last one */
+        int k1 = 1 + (int)(rnd() % 3), k2 = 1 + (int)(rnd() % 3);
+        *scheme = "blocks";
+        cut(t->shape[0], k1, 1, at);
+        cut(t->shape[last], k2, last_align(t->dtype), at2);
+        for (int i = 0; i < k1; i++)
+            for (int j = 0; j < k2; j++) {
+                box b = whole;
+                b.start[0] = at[i];
+                b.count[0] = at[i + 1] - at[i];
+                b.start[last] = at2[j];
+                b.count[last] = at2[j + 1] - at2[j];
+                b.rank = (int)(rnd() % (uint64_t)size);
+                out[n++] = b;
+            }
+    } else {
+        /* guillotine: cut a random box along a random dimension, a few times */
+        int pieces = 1 + (int)(rnd() % 6), tries = 0;
+        *scheme = "guillotine";
+        out[n++] = whole;
+        while (n < pieces && tries++ < 100) {
+            int i = (int)(rnd() % (uint64_t)n), d = (int)(rnd() % (uint64_t)nd);
+            int64_t align = d == last ? last_align(t->dtype) : 1, c;
+            box a = out[i], b;
+            if (a.count[d] < 2 * align)
+                continue;
+            c = rnd_range(1, a.count[d] / align - 1) * align;
+            b = a;
+            a.count[d] = c;
+            b.start[d] += c;
+            b.count[d] -= c;
+            out[i] = a;
+            out[n++] = b;
+        }
+        for (int i = 0; i < n; i++)
+            out[i].rank = (int)(rnd() % (uint64_t)size);
+    }
+    return n;
+}
+
+/* The bytes of a box of tensor t, cut from the full tensor's data rule. */
+static unsigned char *box_data(const spec *t, const box *b, uint64_t *nbytes)
+{
+    int nd = t->ndim, bits = mst_dtype_bits(t->dtype);
+    uint64_t gb[4] = {0}, sb[4] = {0}, cb[4] = {0}, vol = 1, run, idx[4] = {0}, pos = 0;
+    unsigned char *buf;
+    for (int d = 0; d < nd; d++) {
+        gb[d] = (uint64_t)t->shape[d];
+        sb[d] = (uint64_t)b->start[d];
+        cb[d] = (uint64_t)b->count[d];
+    }
+    if (nd > 0) {
+        gb[nd - 1] = gb[nd - 1] * (uint64_t)bits / 8;
+        sb[nd - 1] = sb[nd - 1] * (uint64_t)bits / 8;
+        cb[nd - 1] = cb[nd - 1] * (uint64_t)bits / 8;
+    }
+    for (int d = 0; d < nd; d++)
+        vol *= cb[d];
+    if (nd == 0)
+        vol = (uint64_t)bits / 8;
+    *nbytes = vol;
+    buf = malloc(vol ? vol : 1);
+    if (nd == 0) {
+        t_fill(buf, 0, vol, t->name);
+        return buf;
+    }
+    if (vol == 0)
+        return buf;
+    run = cb[nd - 1];
+    /* every row of the box: a run along the last dimension */
+    for (;;) {
+        uint64_t off = 0, stride = 1;
+        for (int d = nd - 1; d >= 0; d--) {
+            off += (d == nd - 1 ? sb[d] : sb[d] + idx[d]) * stride;
+            stride *= gb[d];
+        }
+        t_fill(buf + pos, off, run, t->name);
+        pos += run;
+        {
+            int d = nd - 2;
+            while (d >= 0 && ++idx[d] == cb[d])
+                idx[d--] = 0;
+            if (d < 0)
+                break;
+        }
+    }
+    return buf;
+}
+
+static void compare_files(const char *out, const char *expected)
+{
+    size_t la = 0, lb = 0;
+    unsigned char *a = t_read_file(out, &la), *b = t_read_file(expected, &lb);
+    CHECK_MSG(a && b, "cannot read %s or %s", out, expected);
+    if (a && b) {
+        CHECK_MSG(la == lb, "%s has %zu bytes, expected %zu", out, la, lb);
+        if (la == lb && memcmp(a, b, la) != 0) {
+            size_t i = 0;
+            while (a[i] == b[i])
+                i++;
+            CHECK_MSG(0, "%s differs from %s at byte %zu", out, expected, i);
+        }
+    }
+    free(a);
+    free(b);
+}
+
+static void save(const char *out, const char *expected, uint64_t seed, int rank, int size)
+{
+    static box boxes[NTENSORS][64];
+    int nboxes[NTENSORS];
+    int replica_of[NTENSORS]; /* bitmask of holders, 0 when sliced */
+    void *bufs[NTENSORS * 64];
+    int nbufs = 0, rc;
+    mst_writer *w = NULL;
+    char log[2048];
+    size_t lo = 0;
+
+    rng_state = seed * 7919 + 17; /* the same on every rank: the same tiling */
+    for (int i = 0; i < NTENSORS; i++) {
+        const char *scheme = "";
+        replica_of[i] = 0;
+        if (rnd() % 5 == 0) {
+            /* a replica on a random non-empty subset of the ranks */
+            while (replica_of[i] == 0)
+                replica_of[i] = (int)(rnd() % (1u << size));
+            nboxes[i] = 0;
+            scheme = "replica";
+        } else {
+            nboxes[i] = tile(&tensors[i], size, boxes[i], &scheme);
+        }
+        lo += (size_t)snprintf(log + lo, lo < sizeof log ? sizeof log - lo : 0, "%s%s:%s",
+                               i ? " " : "", tensors[i].name, scheme);
+    }
+    if (rank == 0 && getenv("T_SLICES_VERBOSE"))
+        printf("seed %" PRIu64 ": %s\n", seed, log);
+
+    if (rank == 0)
+        remove(out);
+    CHECK_EQ_INT(mst_writer_open(&w, MPI_COMM_WORLD, out, MPI_INFO_NULL), MST_OK);
+    CHECK_EQ_INT(mst_writer_add_metadata(w, "format", "pt"), MST_OK);
+    for (int i = 0; i < NTENSORS; i++) {
+        const spec *t = &tensors[i];
+        if (replica_of[i]) {
+            if (replica_of[i] & (1 << rank)) {
+                box whole;
+                uint64_t nb;
+                for (int d = 0; d < t->ndim; d++) {
+                    whole.start[d] = 0;
+                    whole.count[d] = t->shape[d];
+                }
+                bufs[nbufs] = box_data(t, &whole, &nb);
+                CHECK_EQ_INT(mst_writer_add_replica(w, t->name, t->dtype, t->ndim, t->shape,
+                                                    bufs[nbufs]),
+                             MST_OK);
+                nbufs++;
+            }
+            continue;
+        }
+        for (int j = 0; j < nboxes[i]; j++) {
+            uint64_t nb;
+            if (boxes[i][j].rank != rank)
+                continue;
+            bufs[nbufs] = box_data(t, &boxes[i][j], &nb);
+            rc = mst_writer_add_slice(w, t->name, t->dtype, t->ndim, t->shape, boxes[i][j].start,
+                                      boxes[i][j].count, bufs[nbufs]);
+            CHECK_MSG(rc == MST_OK, "add_slice %s: %s", t->name, mst_writer_error(w));
+            nbufs++;
+        }
+    }
+    rc = mst_writer_commit(w);
+    CHECK_MSG(rc == MST_OK, "seed %" PRIu64 ": commit: %s: %s (tiling: %s)", seed,
+              mst_strerror(rc), mst_writer_error(w), log);
+    mst_writer_free(&w);
+    for (int i = 0; i < nbufs; i++)
+        free(bufs[i]);
+    if (rc == MST_OK) {
+        int before = t_failures;
+        compare_files(out, expected);
+        if (t_failures != before)
+            fprintf(stderr, "[rank %d] seed %" PRIu64 " tiling: %s\n", rank, seed, log);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+int main(int argc, char **argv)
+{
+    int rank, size, total = 0, runs;
+    uint64_t seed;
+    if (argc == 3 && !strcmp(argv[1], "describe"))
+        return describe(argv[2]);
+    if (argc < 5 || strcmp(argv[1], "save") != 0) {
+        fprintf(stderr, "usage: t_slices describe SPEC | t_slices save OUT EXPECTED SEED [RUNS]\n");
+        return 2;
+    }
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    t_rank = rank;
+    seed = strtoull(argv[4], NULL, 10);
+    runs = argc > 5 ? atoi(argv[5]) : 1;
+    for (int r = 0; r < runs; r++)
+        save(argv[2], argv[3], seed + (uint64_t)r, rank, size);
+    MPI_Allreduce(&t_failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (rank == 0) {
+        if (!total)
+            remove(argv[2]);
+        printf("t_slices at %d ranks, %d tilings: %s\n", size, runs,
+               total ? "FAILED" : "every file identical to the full tensors saved by one rank");
+    }
+    MPI_Finalize();
+    return total ? 1 : 0;
+}
