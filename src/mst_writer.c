@@ -25,6 +25,8 @@ typedef struct local_tensor {
     const int64_t *count;
     int kind;             /* enum mst_decl_kind */
     const void *data;     /* the caller's buffer, not copied */
+    mst_fill_fn fill;     /* streamed: asked for the bytes instead of data */
+    void *fill_ctx;
     uint64_t nbytes;      /* bytes of data */
     void *storage;
 } local_tensor;
@@ -35,6 +37,7 @@ struct mst_writer {
     char *path;
     MPI_Info hints;
     int fsync;
+    size_t staging; /* bytes of the staging buffer of streamed tensors */
     enum writer_state state;
 
     local_tensor *tensors;
@@ -100,6 +103,7 @@ int mst_writer_open(mst_writer **out, MPI_Comm comm, const char *path, MPI_Info 
         w->comm = dup;
         w->hints = MPI_INFO_NULL;
         w->fsync = 1;
+        w->staging = MST_DEFAULT_STAGING;
         MPI_Comm_rank(dup, &w->rank);
         MPI_Comm_size(dup, &w->size);
     }
@@ -155,6 +159,20 @@ int mst_writer_set_fsync(mst_writer *w, int enabled)
     return MST_OK;
 }
 
+int mst_writer_set_staging(mst_writer *w, size_t bytes)
+{
+    if (!w)
+        return MST_ERR_INVALID_ARGUMENT;
+    if (w->state != WRITER_OPEN)
+        return mst_err_set(&w->last, MST_ERR_STATE, "rank %d: the writer is not open", w->rank);
+    if (bytes < 4096)
+        return mst_err_set(&w->last, MST_ERR_INVALID_ARGUMENT,
+                           "rank %d: staging buffer of %zu bytes; at least 4096 are needed",
+                           w->rank, bytes);
+    w->staging = bytes;
+    return MST_OK;
+}
+
 static int grow(void **p, size_t *cap, size_t n, size_t elem)
 {
     size_t c;
@@ -172,7 +190,7 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem)
 
 static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, int ndim,
                     const int64_t *shape, const int64_t *start, const int64_t *count,
-                    const void *data)
+                    const void *data, int streamed, mst_fill_fn fill, void *fill_ctx)
 {
     mst_err e;
     uint64_t nbytes = 0;
@@ -197,12 +215,35 @@ static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, 
     if (kind == MST_DECL_SLICE &&
         mst_check_box(name, len, (int)dtype, ndim, shape, start, count, w->rank, &nbytes, &e))
         return keep_first(w, &e);
-    if (nbytes > 0 && !data) {
+    if (nbytes > 0 && (streamed ? !fill : !data)) {
         char q[MST_QUOTE_MAX];
-        mst_err_set(&e, MST_ERR_NULL_DATA, "tensor %s on rank %d: data is NULL for %llu bytes",
+        mst_err_set(&e, MST_ERR_NULL_DATA, "tensor %s on rank %d: %s is NULL for %llu bytes",
                     mst_quote(q, sizeof q, name, len, MST_QUOTE_LIMIT), w->rank,
+                    streamed ? "the fill callback" : "data",
                     (unsigned long long)nbytes);
         return keep_first(w, &e);
+    }
+    if (streamed && kind == MST_DECL_SLICE && nbytes > 0) {
+        uint64_t *gb = malloc((3 * (size_t)ndim + 1) * sizeof *gb);
+        mst_box_layout lay;
+        if (!gb) {
+            mst_err_set(&e, MST_ERR_NO_MEMORY, "rank %d: out of memory adding a tensor", w->rank);
+            return keep_first(w, &e);
+        }
+        mst_box_bytes(ndim, shape, start, count, mst_dtype_bits(dtype), gb, gb + ndim,
+                      gb + 2 * ndim);
+        mst_box_layout_of(ndim, gb, gb + ndim, gb + 2 * ndim, &lay);
+        free(gb);
+        if (!lay.contiguous) {
+            char q[MST_QUOTE_MAX], box[160];
+            mst_err_set(&e, MST_ERR_INVALID_ARGUMENT,
+                        "tensor %s on rank %d: streamed box %s is not one contiguous byte range "
+                        "of the tensor (stream row blocks; give strided boxes with "
+                        "mst_writer_add_slice)",
+                        mst_quote(q, sizeof q, name, len, MST_QUOTE_LIMIT), w->rank,
+                        mst_box_format(box, sizeof box, ndim, start, count));
+            return keep_first(w, &e);
+        }
     }
     if (len > MST_MAX_HEADER_SIZE) {
         mst_err_set(&e, MST_ERR_HEADER_TOO_LARGE,
@@ -236,6 +277,8 @@ static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, 
     t->t.ndim = (uint32_t)ndim;
     t->kind = kind;
     t->data = data;
+    t->fill = fill;
+    t->fill_ctx = fill_ctx;
     t->nbytes = nbytes;
     return MST_OK;
 }
@@ -243,20 +286,35 @@ static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, 
 int mst_writer_add(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
                    const int64_t *shape, const void *data)
 {
-    return add_decl(w, MST_DECL_WHOLE, name, dtype, ndim, shape, NULL, NULL, data);
+    return add_decl(w, MST_DECL_WHOLE, name, dtype, ndim, shape, NULL, NULL, data, 0, NULL, NULL);
+}
+
+int mst_writer_add_stream(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
+                          const int64_t *shape, mst_fill_fn fill, void *ctx)
+{
+    return add_decl(w, MST_DECL_WHOLE, name, dtype, ndim, shape, NULL, NULL, NULL, 1, fill, ctx);
+}
+
+int mst_writer_add_slice_stream(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
+                                const int64_t *global_shape, const int64_t *start,
+                                const int64_t *count, mst_fill_fn fill, void *ctx)
+{
+    return add_decl(w, MST_DECL_SLICE, name, dtype, ndim, global_shape, start, count, NULL, 1,
+                    fill, ctx);
 }
 
 int mst_writer_add_slice(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
                          const int64_t *global_shape, const int64_t *start, const int64_t *count,
                          const void *data)
 {
-    return add_decl(w, MST_DECL_SLICE, name, dtype, ndim, global_shape, start, count, data);
+    return add_decl(w, MST_DECL_SLICE, name, dtype, ndim, global_shape, start, count, data, 0,
+                    NULL, NULL);
 }
 
 int mst_writer_add_replica(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
                            const int64_t *shape, const void *data)
 {
-    return add_decl(w, MST_DECL_REPLICA, name, dtype, ndim, shape, NULL, NULL, data);
+    return add_decl(w, MST_DECL_REPLICA, name, dtype, ndim, shape, NULL, NULL, data, 0, NULL, NULL);
 }
 
 int mst_writer_add_metadata(mst_writer *w, const char *key, const char *value)
@@ -395,9 +453,33 @@ static void describe_tensor(char *what, size_t cap, const local_tensor *t)
 /* This rank's independent writes: the header on rank 0, then every whole
  * tensor, chosen replica and contiguous box in file order, straight from the
  * caller's buffers. */
+/* A streamed tensor (or row box): pieces from its fill callback through the
+ * staging buffer, each written at once. */
+static int write_streamed(mst_writer *w, MPI_File fh, const char *tmp, const write_item *it,
+                          unsigned char *stage, size_t cap, const char *what, mst_err *err)
+{
+    const local_tensor *t = &w->tensors[it->index];
+    for (uint64_t off = 0; off < t->nbytes;) {
+        uint64_t n = t->nbytes - off < cap ? t->nbytes - off : cap;
+        int rc = t->fill(t->fill_ctx, off, stage, n);
+        if (rc != 0)
+            return mst_err_set(err, MST_ERR_CALLBACK,
+                               "%s on rank %d: the fill callback returned %d for bytes %llu to "
+                               "%llu",
+                               what, w->rank, rc, (unsigned long long)off,
+                               (unsigned long long)(off + n));
+        if (mst_io_write(fh, tmp, it->offset + off, stage, n, w->rank, what, err))
+            return err->code;
+        off += n;
+    }
+    return MST_OK;
+}
+
 static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan *plan,
                      const write_list *l, mst_err *err)
 {
+    unsigned char *stage = NULL;
+    size_t cap = 0;
     if (w->rank == 0) {
         unsigned char len8[8];
         uint64_t n = plan->header.len;
@@ -414,9 +496,29 @@ static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan
         if (it->strided)
             continue;
         describe_tensor(what, sizeof what, t);
-        if (mst_io_write(fh, tmp, it->offset, t->data, t->nbytes, w->rank, what, err))
+        if (t->fill) {
+            if (!stage) {
+                /* one buffer for all streamed tensors: the staging size, or
+                 * the largest of them if smaller */
+                for (size_t j = 0; j < l->n; j++) {
+                    const local_tensor *u = &w->tensors[l->items[j]->index];
+                    if (u->fill && u->nbytes > cap)
+                        cap = u->nbytes < w->staging ? (size_t)u->nbytes : w->staging;
+                }
+                if (!(stage = malloc(cap))) {
+                    mst_err_set(err, MST_ERR_NO_MEMORY,
+                                "rank %d: out of memory for a staging buffer of %zu bytes",
+                                w->rank, cap);
+                    break;
+                }
+            }
+            if (write_streamed(w, fh, tmp, it, stage, cap, what, err))
+                break;
+        } else if (mst_io_write(fh, tmp, it->offset, t->data, t->nbytes, w->rank, what, err)) {
             break;
+        }
     }
+    free(stage);
     return err->code;
 }
 
