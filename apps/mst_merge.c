@@ -39,6 +39,8 @@ typedef struct options {
     char **meta_kv; /* "KEY=VALUE" */
     int nmeta;
     size_t staging;
+    uint64_t max_shard; /* 0: one output file */
+    const char *recover;
     int fsync;
     int progress; /* -1 auto (a terminal), 0 off, 1 on */
 } options;
@@ -52,6 +54,13 @@ static void usage(FILE *f)
             "  safetensors.torch.save_file writes for the union of their tensors. The work\n"
             "  is split over the ranks by bytes.\n"
             "  -o, --output OUT        the merged file (replaced atomically)\n"
+            "  --max-shard-size SIZE   write a Hugging Face multi-file set into the directory\n"
+            "                          OUT (created if missing) instead: shards of at most\n"
+            "                          SIZE bytes of tensors (5GB, 500MB: decimal as the Hub\n"
+            "                          counts; 2GiB: binary; or a number of bytes), plus\n"
+            "                          model.safetensors.index.json; one shard is\n"
+            "                          model.safetensors. The previous set is replaced\n"
+            "                          atomically\n"
             "  --include GLOB          keep only tensors whose name matches (repeatable)\n"
             "  --exclude GLOB          drop tensors whose name matches (repeatable)\n"
             "  --metadata KEY=VALUE    set a __metadata__ entry (wins over the inputs')\n"
@@ -59,7 +68,37 @@ static void usage(FILE *f)
             "  --no-fsync              do not sync the output before the rename\n"
             "  --progress              progress on stderr even when it is not a terminal\n"
             "  --quiet                 no progress\n"
+            "  mst-merge --recover DIR finish or roll back what an interrupted multi-file\n"
+            "                          save left in DIR (no mpirun needed)\n"
             "exit status: 0 merged, 1 failed, 2 usage\n");
+}
+
+/* "5GB" (10^9), "2GiB" (2^30), "500MB", "1KB", or a number of bytes. */
+static int parse_shard_size(const char *s, uint64_t *out)
+{
+    static const struct {
+        const char *unit;
+        uint64_t mult;
+    } units[] = {{"", 1},         {"B", 1},           {"KB", 1000},       {"MB", 1000000},
+                 {"GB", 1000000000}, {"TB", 1000000000000ull}, {"KiB", 1024}, {"MiB", 1 << 20},
+                 {"GiB", 1 << 30}, {"TiB", 1ull << 40}};
+    char *end;
+    unsigned long long v;
+    errno = 0;
+    if (*s < '0' || *s > '9')
+        return -1;
+    v = strtoull(s, &end, 10);
+    if (errno)
+        return -1;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(end, units[i].unit) != 0)
+            continue;
+        if (v == 0 || v > UINT64_MAX / units[i].mult)
+            return -1;
+        *out = v * units[i].mult;
+        return 0;
+    }
+    return -1;
 }
 
 static int parse_size(const char *s, size_t *out)
@@ -108,6 +147,11 @@ static int parse_args(int argc, char **argv, options *o, int rank)
             o->meta_kv[o->nmeta++] = argv[++i];
         else if (!strcmp(a, "--staging") && more && parse_size(argv[i + 1], &o->staging) == 0)
             i++;
+        else if (!strcmp(a, "--max-shard-size") && more &&
+                 parse_shard_size(argv[i + 1], &o->max_shard) == 0)
+            i++;
+        else if (!strcmp(a, "--recover") && more)
+            o->recover = argv[++i];
         else if (!strcmp(a, "--no-fsync"))
             o->fsync = 0;
         else if (!strcmp(a, "--progress"))
@@ -127,6 +171,8 @@ static int parse_args(int argc, char **argv, options *o, int rank)
         } else
             o->inputs[o->ninputs++] = a;
     }
+    if (o->recover)
+        return 0;
     if (!o->out || o->ninputs == 0) {
         if (rank == 0) {
             fprintf(stderr, "mst-merge: %s\n", !o->out ? "no output (-o OUT)" : "no input");
@@ -247,6 +293,20 @@ static int same_file(const char *a, const char *b)
     struct stat sa, sb;
     return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
            sa.st_ino == sb.st_ino;
+}
+
+/* Is file one of the set files (model*.safetensors, the index) in dir? */
+static int in_set_dir(const char *file, const char *dir)
+{
+    char *rf = realpath(file, NULL), *rd = realpath(dir, NULL), *slash;
+    int r = 0;
+    if (rf && rd && (slash = strrchr(rf, '/'))) {
+        *slash = '\0';
+        r = !strcmp(rf, rd) && !strncmp(slash + 1, "model", 5);
+    }
+    free(rf);
+    free(rd);
+    return r;
 }
 
 /* The shards an index file names, in order of first appearance, with the
@@ -397,6 +457,14 @@ static int build_list(const options *o, merge_list *m)
         return 1;
     }
     free(outdir);
+    if (o->max_shard) {
+        if (mkdir(o->out, 0755) != 0 && errno != EEXIST)
+            return fail("cannot create the output directory %s: %s", o->out, strerror(errno));
+        if (stat(o->out, &st) != 0 || !S_ISDIR(st.st_mode))
+            return fail("the output %s is not a directory (--max-shard-size writes a set into "
+                        "a directory)",
+                        o->out);
+    }
 
     /* --metadata first: it wins over the inputs' values */
     for (int i = 0; i < o->nmeta && rc == 0; i++) {
@@ -416,6 +484,12 @@ static int build_list(const options *o, merge_list *m)
         size_t n;
         if (same_file(m->files[f], o->out) || !strcmp(m->files[f], o->out)) {
             rc = fail("the output %s is also an input", o->out);
+            break;
+        }
+        if (o->max_shard && in_set_dir(m->files[f], o->out)) {
+            rc = fail("the input %s is part of the set in the output directory %s, which the "
+                      "merge would replace; write to another directory",
+                      m->files[f], o->out);
             break;
         }
         if (mst_reader_open(&r, m->files[f]) != MST_OK) {
@@ -882,6 +956,20 @@ int main(int argc, char **argv)
         MPI_Finalize();
         return rc == 3 ? 0 : 2;
     }
+    if (o.recover) {
+        char report[8192];
+        if (rank == 0) {
+            rc = mst_set_recover(o.recover, report, sizeof report);
+            fputs(*report ? report : "nothing to recover\n", rc ? stderr : stdout);
+        }
+        MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        free(o.inputs);
+        free(o.include);
+        free(o.exclude);
+        free(o.meta_kv);
+        MPI_Finalize();
+        return rc ? 1 : 0;
+    }
 
     /* rank 0 reads the headers; the list, or the reason it failed, goes to all */
     if (rank == 0) {
@@ -921,6 +1009,7 @@ int main(int argc, char **argv)
     rc = mst_writer_open(&w, MPI_COMM_WORLD, o.out, MPI_INFO_NULL);
     if (rc == MST_OK) {
         mst_writer_set_fsync(w, o.fsync);
+        mst_writer_set_max_shard_size(w, o.max_shard);
         if (mst_writer_set_staging(w, o.staging) != MST_OK && rank == 0)
             fprintf(stderr, "mst-merge: %s; using the default\n", mst_writer_error(w));
         for (size_t i = 0; i < m.nm; i++)

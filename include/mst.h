@@ -241,6 +241,43 @@ MST_API int mst_writer_add_slice_stream(mst_writer *w, const char *name, mst_dty
 MST_API int mst_writer_set_staging(mst_writer *w, size_t bytes);
 
 /*
+ * Local. Makes the save a Hugging Face multi-file checkpoint: `path` given to
+ * mst_writer_open is then a directory (it must exist), and the commit writes
+ * there "model-00001-of-0000N.safetensors" ... and
+ * "model.safetensors.index.json" ({"metadata": {"total_size": ...},
+ * "weight_map": {...}}, as transformers writes it), or one
+ * "model.safetensors" and no index when everything fits in one shard.
+ * Tensors go to shards in the canonical order, each shard filled greedily up
+ * to `max_bytes` of tensor data; a tensor larger than that is alone in its
+ * shard. Every shard is a canonical file whose "__metadata__" holds
+ * "format": "pt" (unless the caller gives "format") and the caller's entries.
+ * All ranks write into every shard. 0 (the default) is a single-file save.
+ * Every rank must give the same value (checked at the commit).
+ *
+ * The set is replaced atomically for loaders: the new shards are written and
+ * synced under temporary names; then rank 0 records the switch in a journal
+ * ("<dir>/.mst-set.<id>.journal"), moves the previous set's files
+ * ("model.safetensors", "model.safetensors.index.json",
+ * "model-NNNNN-of-NNNNN.safetensors") aside as "<dir>/.mst-old.<id>.<name>",
+ * renames the new shards into place and the index last, and removes the old
+ * files and the journal. A crash in between leaves no loadable set (never a
+ * mix of old and new shards); mst_set_recover() (or `mst-merge --recover DIR`)
+ * then restores the previous set or finishes the new one. A save refuses to
+ * start while a journal is left (MST_ERR_STATE).
+ */
+MST_API int mst_writer_set_max_shard_size(mst_writer *w, uint64_t max_bytes);
+
+/*
+ * Local (no MPI). Finishes or rolls back what an interrupted multi-file save
+ * left in `dir` (see mst_writer_set_max_shard_size): a save whose index (or
+ * single file) was renamed into place is completed (the old files removed);
+ * any other is rolled back (its new files removed, the previous set moved
+ * back). Writes what it did into `report` (may be NULL). MST_OK when nothing
+ * was left or everything was repaired; MST_ERR_IO otherwise.
+ */
+MST_API int mst_set_recover(const char *dir, char *report, size_t report_cap);
+
+/*
  * Local. Adds one "__metadata__" entry (string to string). Several ranks may
  * give the same key with the same value; two different values for one key,
  * on one rank or on two, fail the commit with MST_ERR_METADATA_CONFLICT.

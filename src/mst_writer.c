@@ -15,6 +15,7 @@
 #include "mst_header.h"
 #include "mst_io.h"
 #include "mst_plan.h"
+#include "mst_set.h"
 
 enum writer_state { WRITER_OPEN, WRITER_DONE, WRITER_FAILED_OPEN };
 
@@ -38,6 +39,7 @@ struct mst_writer {
     MPI_Info hints;
     int fsync;
     size_t staging; /* bytes of the staging buffer of streamed tensors */
+    uint64_t max_shard; /* multi-file save: bytes of tensor data per shard; 0: one file */
     enum writer_state state;
 
     local_tensor *tensors;
@@ -170,6 +172,16 @@ int mst_writer_set_staging(mst_writer *w, size_t bytes)
                            "rank %d: staging buffer of %zu bytes; at least 4096 are needed",
                            w->rank, bytes);
     w->staging = bytes;
+    return MST_OK;
+}
+
+int mst_writer_set_max_shard_size(mst_writer *w, uint64_t max_bytes)
+{
+    if (!w)
+        return MST_ERR_INVALID_ARGUMENT;
+    if (w->state != WRITER_OPEN)
+        return mst_err_set(&w->last, MST_ERR_STATE, "rank %d: the writer is not open", w->rank);
+    w->max_shard = max_bytes;
     return MST_OK;
 }
 
@@ -591,10 +603,48 @@ static int write_strided(mst_writer *w, const char *tmp, const write_list *l, ms
     return err->code;
 }
 
-static int commit(mst_writer *w)
+/* Collective: every rank's options must match. */
+static void check_options(mst_writer *w, mst_err *local)
+{
+    /* each value and its negation: MAX of both tells whether all agree */
+    int64_t hi = (int64_t)(w->max_shard >> 32), lo = (int64_t)(w->max_shard & 0xffffffffu);
+    int64_t opts[6] = {w->fsync, -w->fsync, hi, -hi, lo, -lo}, agreed[6];
+    if (MPI_Allreduce(opts, agreed, 6, MPI_INT64_T, MPI_MAX, w->comm) != MPI_SUCCESS) {
+        if (local->code == MST_OK)
+            mst_err_set(local, MST_ERR_MPI, "rank %d: MPI_Allreduce of the options failed",
+                        w->rank);
+    } else if (agreed[0] != -agreed[1] && local->code == MST_OK) {
+        mst_err_set(local, MST_ERR_INVALID_ARGUMENT,
+                    "ranks disagree on mst_writer_set_fsync (rank %d has it %s)", w->rank,
+                    w->fsync ? "on" : "off");
+    } else if ((agreed[2] != -agreed[3] || agreed[4] != -agreed[5]) && local->code == MST_OK) {
+        mst_err_set(local, MST_ERR_INVALID_ARGUMENT,
+                    "ranks disagree on mst_writer_set_max_shard_size (rank %d has %llu)",
+                    w->rank, (unsigned long long)w->max_shard);
+    }
+}
+
+static void pack_all(mst_writer *w, mst_buf *blob, const mst_kv *meta, size_t nmeta)
+{
+    mst_pack_counts(blob, w->ntensors, nmeta);
+    for (size_t i = 0; i < w->ntensors; i++)
+        mst_pack_tensor(blob, &w->tensors[i].t, w->tensors[i].kind, w->tensors[i].start,
+                        w->tensors[i].count);
+    for (size_t i = 0; i < nmeta; i++)
+        mst_pack_kv(blob, &meta[i]);
+}
+
+/*
+ * Collective. One file at `path` from w->tensors and `meta`. `first` is the
+ * first local error to agree on (the caller's declarations). With keep_tmp,
+ * nothing is renamed: rank 0 gets the complete, synced temporary file's name
+ * in *keep_tmp (the others NULL).
+ */
+static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, size_t nmeta,
+                     const char *path, char **keep_tmp)
 {
     MPI_Comm comm = w->comm;
-    mst_err local = w->first, *res = &w->last;
+    mst_err local = *first, *res = &w->last;
     mst_buf blob;
     mst_gathered g;
     mst_plan plan;
@@ -602,33 +652,19 @@ static int commit(mst_writer *w)
     char *tmp = NULL;
     MPI_File fh = MPI_FILE_NULL;
     write_list writes;
-    int opts[2], agreed_opts[2], rc, have_tmp = 0;
+    int have_tmp = 0;
 
     memset(&g, 0, sizeof g);
     memset(&plan, 0, sizeof plan);
     memset(&writes, 0, sizeof writes);
     mst_buf_init(&blob, 0);
+    if (keep_tmp)
+        *keep_tmp = NULL;
 
     /* Options must match: the sync is done by every rank or by none. */
-    opts[0] = w->fsync;
-    opts[1] = -w->fsync;
-    rc = MPI_Allreduce(opts, agreed_opts, 2, MPI_INT, MPI_MAX, comm);
-    if (rc != MPI_SUCCESS) {
-        if (local.code == MST_OK)
-            mst_err_set(&local, MST_ERR_MPI, "rank %d: MPI_Allreduce of the options failed",
-                        w->rank);
-    } else if (agreed_opts[0] != -agreed_opts[1] && local.code == MST_OK) {
-        mst_err_set(&local, MST_ERR_INVALID_ARGUMENT,
-                    "ranks disagree on mst_writer_set_fsync (rank %d has it %s)", w->rank,
-                    w->fsync ? "on" : "off");
-    }
+    check_options(w, &local);
     if (local.code == MST_OK) {
-        mst_pack_counts(&blob, w->ntensors, w->nmeta);
-        for (size_t i = 0; i < w->ntensors; i++)
-            mst_pack_tensor(&blob, &w->tensors[i].t, w->tensors[i].kind, w->tensors[i].start,
-                            w->tensors[i].count);
-        for (size_t i = 0; i < w->nmeta; i++)
-            mst_pack_kv(&blob, &w->meta[i]);
+        pack_all(w, &blob, meta, nmeta);
         offsets = malloc((w->ntensors ? w->ntensors : 1) * sizeof *offsets);
         if (!mst_buf_ok(&blob) || !offsets)
             mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory packing metadata",
@@ -644,11 +680,11 @@ static int commit(mst_writer *w)
     if (w->rank == 0) {
         if (mst_plan_build(&plan, g.decls, g.ndecls, g.meta, g.nmeta, w->size, &local) ==
                 MST_OK &&
-            mst_io_check_target(w->path, &local) == MST_OK) {
+            (keep_tmp || mst_io_check_target(path, &local) == MST_OK)) {
             uint64_t data_start = 8 + plan.header.len;
             expected = data_start + plan.data_len;
             all = malloc((g.ndecls ? g.ndecls : 1) * sizeof *all);
-            tmp = mst_io_temp_name(w->path);
+            tmp = mst_io_temp_name(path);
             if (!all || !tmp) {
                 mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory");
             } else {
@@ -687,8 +723,16 @@ static int commit(mst_writer *w)
     if (mst_agree(comm, &local, res))
         goto cleanup;
 
-    if (w->rank == 0 && mst_io_commit(tmp, w->path, expected, w->fsync, &local) != MST_OK)
+    if (keep_tmp) {
+        if (w->rank == 0 && mst_io_check_size(tmp, expected, &local) == MST_OK) {
+            *keep_tmp = tmp;
+            tmp = NULL;
+        } else if (w->rank == 0) {
+            mst_io_discard(tmp);
+        }
+    } else if (w->rank == 0 && mst_io_commit(tmp, path, expected, w->fsync, &local) != MST_OK) {
         mst_io_discard(tmp);
+    }
     mst_agree(comm, &local, res);
     goto out;
 
@@ -711,6 +755,211 @@ out:
     return res->code;
 }
 
+typedef struct name_ctx {
+    const mst_plan *plan;
+    const mst_gathered *g;
+} name_ctx;
+
+static int cmp_names(const mst_tensor_desc *x, const mst_tensor_desc *y)
+{
+    size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+    int c = memcmp(x->name, y->name, n);
+    return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
+}
+
+/* tensor positions (in canonical order) by name */
+static int cmp_pos_by_name(const void *a, const void *b, void *ctx)
+{
+    const name_ctx *c = ctx;
+    return cmp_names(&c->g->decls[c->plan->order[*(const size_t *)a]].t,
+                     &c->g->decls[c->plan->order[*(const size_t *)b]].t);
+}
+
+/*
+ * Rank 0: the shard (from 1) of every declaration: tensors in the canonical
+ * order of the plan, each shard filled greedily up to `max` bytes, a larger
+ * tensor alone in its shard; and the index. Returns the number of shards, or
+ * 0 if out of memory.
+ */
+static int assign_shards(const mst_plan *plan, const mst_gathered *g, uint64_t max,
+                         uint64_t *shard_of_decl, mst_buf *index)
+{
+    size_t nt = plan->ntensors, cap = nt ? nt : 1;
+    size_t *by_name = malloc(cap * sizeof *by_name);
+    uint64_t *shard = malloc(cap * sizeof *shard), fill = 0, total = 0;
+    mst_set_entry *entries = malloc(cap * sizeof *entries);
+    name_ctx ctx = {plan, g};
+    int nshards = 1;
+    if (!by_name || !shard || !entries) {
+        nshards = 0;
+        goto out;
+    }
+    for (size_t k = 0; k < nt; k++) {
+        const mst_decl *d = &g->decls[plan->order[k]];
+        uint64_t nbytes = 0;
+        mst_err ignored;
+        mst_check_tensor(d->t.name, d->t.name_len, d->t.dtype, d->t.ndim, d->t.shape, 0, &nbytes,
+                         &ignored);
+        if (fill > 0 && fill + nbytes > max) {
+            nshards++;
+            fill = 0;
+        }
+        shard[k] = (uint64_t)nshards;
+        fill += nbytes;
+        total += nbytes;
+        if (nbytes > max) /* alone in its shard */
+            fill = max + 1;
+        by_name[k] = k;
+    }
+    qsort_r(by_name, nt, sizeof *by_name, cmp_pos_by_name, &ctx);
+    for (size_t i = 0; i < g->ndecls; i++) {
+        size_t lo = 0, hi = nt;
+        while (lo < hi) { /* every declaration's name is one of the tensors' */
+            size_t mid = lo + (hi - lo) / 2;
+            int c = cmp_names(&g->decls[plan->order[by_name[mid]]].t, &g->decls[i].t);
+            if (c < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        shard_of_decl[i] = lo < nt ? shard[by_name[lo]] : 1;
+    }
+    for (size_t k = 0; k < nt; k++) {
+        const mst_decl *d = &g->decls[plan->order[k]];
+        entries[k].name = d->t.name;
+        entries[k].name_len = d->t.name_len;
+        entries[k].shard = (int)shard[k];
+    }
+    if (nshards > 1 && mst_set_index_json(index, entries, nt, nshards, total) != MST_OK)
+        nshards = 0;
+out:
+    free(by_name);
+    free(shard);
+    free(entries);
+    return nshards;
+}
+
+/* Collective: a multi-file save into directory w->path. */
+static int commit_set(mst_writer *w)
+{
+    MPI_Comm comm = w->comm;
+    mst_err local = w->first, *res = &w->last, none;
+    mst_buf blob, index;
+    mst_gathered g;
+    mst_plan plan;
+    uint64_t *all = NULL, *mine = NULL;
+    char **tmps = NULL;
+    local_tensor *saved = w->tensors, *subset = NULL;
+    size_t nsaved = w->ntensors, nmeta = 0;
+    mst_kv *meta = NULL;
+    int nshards = 0, has_format = 0;
+
+    memset(&g, 0, sizeof g);
+    memset(&plan, 0, sizeof plan);
+    mst_buf_init(&blob, 0);
+    mst_buf_init(&index, 0);
+    mst_err_clear(&none);
+
+    /* the whole set first: validation, and every tensor's shard */
+    check_options(w, &local);
+    for (size_t i = 0; i < w->nmeta; i++)
+        has_format |= w->meta[i].key_len == 6 && !memcmp(w->meta[i].key, "format", 6);
+    meta = malloc((w->nmeta + 1) * sizeof *meta);
+    mine = malloc((w->ntensors ? w->ntensors : 1) * sizeof *mine);
+    subset = malloc((w->ntensors ? w->ntensors : 1) * sizeof *subset);
+    if (local.code == MST_OK) {
+        pack_all(w, &blob, w->meta, w->nmeta);
+        if (!mst_buf_ok(&blob) || !meta || !mine || !subset)
+            mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory packing metadata",
+                        w->rank);
+    }
+    if (mst_agree(comm, &local, res))
+        goto out;
+    if (meta) {
+        memcpy(meta, w->meta, w->nmeta * sizeof *meta);
+        nmeta = w->nmeta;
+        if (!has_format) {
+            meta[nmeta].key = "format";
+            meta[nmeta].key_len = 6;
+            meta[nmeta].value = "pt";
+            meta[nmeta].value_len = 2;
+            nmeta++;
+        }
+    }
+    if (mst_gather_decls(comm, &blob, &g, res))
+        goto out;
+    mst_buf_free(&blob);
+    if (w->rank == 0 &&
+        mst_plan_build(&plan, g.decls, g.ndecls, g.meta, g.nmeta, w->size, &local) == MST_OK &&
+        mst_set_check_dir(w->path, &local) == MST_OK) {
+        all = malloc((g.ndecls ? g.ndecls : 1) * sizeof *all);
+        if (!all || !(nshards = assign_shards(&plan, &g, w->max_shard, all, &index)))
+            mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory assigning shards");
+    }
+    if (mst_agree(comm, &local, res))
+        goto out;
+    if (MPI_Bcast(&nshards, 1, MPI_INT, 0, comm) != MPI_SUCCESS) {
+        mst_err_set(res, MST_ERR_MPI, "rank %d: MPI_Bcast of the shard count failed", w->rank);
+        goto out;
+    }
+    if (mst_scatter_u64(comm, &g, all, mine, w->ntensors, res))
+        goto out;
+    mst_gathered_free(&g);
+    mst_plan_free(&plan);
+    tmps = calloc((size_t)nshards, sizeof *tmps);
+    if (!tmps)
+        mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory", w->rank);
+    if (mst_agree(comm, &local, res))
+        goto out;
+
+    /* each shard: all ranks write their tensors of it into a temporary file */
+    for (int k = 1; k <= nshards; k++) {
+        char *path = mst_set_shard_path(w->path, k, nshards);
+        size_t n = 0;
+        int rc;
+        for (size_t i = 0; i < nsaved; i++)
+            if (mine[i] == (uint64_t)k)
+                subset[n++] = saved[i];
+        w->tensors = subset;
+        w->ntensors = n;
+        if (!path)
+            mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory", w->rank);
+        rc = save_file(w, path ? &none : &local, meta, nmeta, path ? path : w->path,
+                       &tmps[k - 1]);
+        w->tensors = saved;
+        w->ntensors = nsaved;
+        free(path);
+        if (rc != MST_OK)
+            goto discard;
+    }
+
+    /* rank 0 switches sets */
+    if (w->rank == 0)
+        mst_set_commit(w->path, nshards, tmps, &index, w->fsync, &local);
+    if (mst_agree(comm, &local, res) == MST_OK)
+        goto out;
+discard:
+    if (w->rank == 0 && res->code != MST_OK && tmps)
+        for (int k = 0; k < nshards; k++)
+            mst_io_discard(tmps[k]);
+out:
+    w->tensors = saved;
+    w->ntensors = nsaved;
+    if (tmps)
+        for (int k = 0; k < nshards; k++)
+            free(tmps[k]);
+    free(tmps);
+    free(all);
+    free(mine);
+    free(subset);
+    free(meta);
+    mst_buf_free(&blob);
+    mst_buf_free(&index);
+    mst_gathered_free(&g);
+    mst_plan_free(&plan);
+    return res->code;
+}
+
 int mst_writer_commit(mst_writer *w)
 {
     if (!w)
@@ -720,7 +969,9 @@ int mst_writer_commit(mst_writer *w)
                            "rank %d: the writer was %s; a writer commits once", w->rank,
                            w->state == WRITER_DONE ? "already committed" : "not opened");
     w->state = WRITER_DONE;
-    return commit(w);
+    if (w->max_shard > 0)
+        return commit_set(w);
+    return save_file(w, &w->first, w->meta, w->nmeta, w->path, NULL);
 }
 
 void mst_writer_free(mst_writer **wp)

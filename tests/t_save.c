@@ -4,7 +4,11 @@
  *
  *   t_save describe CASE SPEC.json           (no MPI: the case for the oracle)
  *   mpirun -np N t_save save CASE OUT EXPECTED [--no-fsync] [--stream=STAGING]
+ *                                              [--shards=LIMIT]
  *
+ * --shards: a multi-file save (mst_writer_set_max_shard_size) into the
+ * directory OUT, compared file by file with the directory EXPECTED
+ * (tests/reference_set.py); OUT must then hold exactly those files.
  * --stream: every other tensor is streamed through a fill callback with a
  * staging buffer of STAGING bytes (mst_writer_add_stream), and the others
  * with rows are split into two row boxes, streamed from two ranks
@@ -18,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <mpi.h>
 
@@ -221,7 +226,36 @@ static int fill_rule(void *ctx, uint64_t offset, void *buf, uint64_t len)
     return 0;
 }
 
-static int save(const tcase *c, const char *out, const char *expected, int fsync, size_t staging)
+static void compare_dirs(const char *out, const char *expected, int rank, int size)
+{
+    DIR *d = opendir(expected);
+    struct dirent *e;
+    int n = 0;
+    CHECK_MSG(d != NULL, "cannot list %s", expected);
+    while (d && (e = readdir(d))) {
+        char a[4096], b[4096];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(a, sizeof a, "%s/%s", out, e->d_name);
+        snprintf(b, sizeof b, "%s/%s", expected, e->d_name);
+        compare_files(a, b, rank, size);
+        n++;
+    }
+    if (d)
+        closedir(d);
+    /* nothing else: no journal, no old or temporary files */
+    d = opendir(out);
+    while (d && (e = readdir(d))) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            n--;
+    }
+    if (d)
+        closedir(d);
+    CHECK_MSG(n == 0, "%s holds %d more files than %s", out, -n, expected);
+}
+
+static int save(const tcase *c, const char *out, const char *expected, int fsync, size_t staging,
+                uint64_t shard_limit)
 {
     static stream_ctx ctx[2 * 128];
     int rank, size, rc;
@@ -233,8 +267,10 @@ static int save(const tcase *c, const char *out, const char *expected, int fsync
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     t_rank = rank;
 
-    if (rank == 0)
+    if (rank == 0 && !shard_limit)
         remove(out);
+    if (rank == 0 && shard_limit)
+        mkdir(out, 0755);
     MPI_Barrier(MPI_COMM_WORLD);
 
     {
@@ -305,6 +341,8 @@ static int save(const tcase *c, const char *out, const char *expected, int fsync
     }
     if (staging)
         CHECK_EQ_INT(mst_writer_set_staging(w, staging), MST_OK);
+    if (shard_limit)
+        CHECK_EQ_INT(mst_writer_set_max_shard_size(w, shard_limit), MST_OK);
     rc = mst_writer_commit(w);
     CHECK_MSG(rc == MST_OK, "commit: %s: %s", mst_strerror(rc), mst_writer_error(w));
     /* every streamed byte was asked for, exactly once */
@@ -322,7 +360,9 @@ static int save(const tcase *c, const char *out, const char *expected, int fsync
     for (int i = 0; i < 128; i++)
         free(bufs[i]);
 
-    if (rc == MST_OK) {
+    if (rc == MST_OK && shard_limit) {
+        compare_dirs(out, expected, rank, size);
+    } else if (rc == MST_OK) {
         mst_reader *r = NULL;
         compare_files(out, expected, rank, size);
         CHECK_EQ_INT(mst_reader_open(&r, out), MST_OK);
@@ -358,19 +398,34 @@ int main(int argc, char **argv)
     {
         int fsync = 1;
         size_t staging = 0;
+        uint64_t shards = 0;
         for (int a = 5; a < argc; a++) {
             if (!strcmp(argv[a], "--no-fsync"))
                 fsync = 0;
             else if (!strncmp(argv[a], "--stream=", 9))
                 staging = (size_t)strtoull(argv[a] + 9, NULL, 0);
+            else if (!strncmp(argv[a], "--shards=", 9))
+                shards = strtoull(argv[a] + 9, NULL, 0);
         }
-        save(&c, argv[3], argv[4], fsync, staging);
+        save(&c, argv[3], argv[4], fsync, staging, shards);
     }
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Allreduce(&t_failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (total == 0 && rank == 0) {
         /* the output is checked: remove it (big cases would fill the disk) */
-        remove(argv[3]);
+        if (remove(argv[3]) != 0) {
+            DIR *d = opendir(argv[3]);
+            struct dirent *e;
+            char p[8192];
+            while (d && (e = readdir(d)))
+                if (e->d_name[0] != '.') {
+                    snprintf(p, sizeof p, "%s/%s", argv[3], e->d_name);
+                    remove(p);
+                }
+            if (d)
+                closedir(d);
+            rmdir(argv[3]);
+        }
         printf("t_save %s: identical to the canonical bytes\n", argv[2]);
     }
     MPI_Finalize();
