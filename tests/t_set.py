@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Multi-file sets through mst-merge, at NP ranks:
+
+  t_set.py NP roundtrip   one file -> sets of 1, 2 and many shards (against
+                          tests/reference_set.py) -> one file, byte-identical;
+                          a set replacing a previous set of more shards
+  t_set.py NP failures    a set save that fails (full file system, a journal
+                          left behind) keeps the previous set byte-identical;
+                          the journal states of an interrupted switch, each
+                          settled by `mst-merge --recover` into exactly the old
+                          or exactly the new set
+Environment (set by CTest): MST_MERGE, MPIEXEC, WORK (the failures case runs
+inside tests/with_dirs.sh, which provides WORK/full, a 1 MiB tmpfs).
+"""
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_set as rset  # noqa: E402
+import reference_writer as ref  # noqa: E402
+
+MERGE = os.environ["MST_MERGE"]
+MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what, file=sys.stderr)
+
+
+def merge(np, *args):
+    return subprocess.run([MPIEXEC, "-n", str(np), MERGE] + list(args), capture_output=True,
+                          text=True, timeout=600)
+
+
+def snapshot(d):
+    """{name: sha256} of every file in d (hidden ones included)."""
+    out = {}
+    for n in sorted(os.listdir(d)):
+        with open(os.path.join(d, n), "rb") as f:
+            out[n] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def expected_set(spec, limit, work):
+    d = os.path.join(work, "expected.%d" % limit)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    rset.write_set(spec, limit, d)
+    return snapshot(d)
+
+
+def make_spec(seed, count):
+    rng = random.Random(seed)
+    tensors = []
+    for i in range(count):
+        dtype = rng.choice(["F32", "BF16", "F16", "I64", "U8", "F8_E4M3", "BOOL", "F4"])
+        shape = [rng.randint(1, 64), rng.randint(1, 33)]
+        if dtype == "F4":
+            shape[-1] = 2 * shape[-1]
+        tensors.append({"name": "model.layers.%d.w%d%s" % (i // 3, i % 3, "\u00e9" * (i % 2)),
+                        "dtype": dtype, "shape": shape})
+    tensors.append({"name": "lm_head.weight", "dtype": "F32", "shape": [300, 200]})
+    return {"metadata": [["format", "pt"], ["step", "7"]], "tensors": tensors}
+
+
+def case_roundtrip(np, work):
+    spec = make_spec(11, 40)
+    one = os.path.join(work, "one.safetensors")
+    ref.write(spec, one)
+    total = sum(ref.nbytes_of(t) for t in spec["tensors"])
+    for limit, want_shards in ((10 ** 9, 1), (total - 1, 2), (4000, None)):
+        out = os.path.join(work, "set.%d" % limit)
+        r = merge(np, "--quiet", "--max-shard-size", str(limit), "-o", out, one)
+        check(r.returncode == 0, "set %d: exit %d: %s" % (limit, r.returncode, r.stderr))
+        want = expected_set(spec, limit, work)
+        got = snapshot(out) if os.path.isdir(out) else {}
+        check(got == want, "set %d: files differ from the oracle: %s vs %s" %
+              (limit, sorted(got), sorted(want)))
+        nshards = len([n for n in want if n.endswith(".safetensors")])
+        if want_shards:
+            check(nshards == want_shards, "limit %d gives %d shards" % (limit, nshards))
+        else:
+            check(nshards > 10, "limit %d gives many shards (%d)" % (limit, nshards))
+        # and back to one file
+        back = os.path.join(work, "back.safetensors")
+        src = os.path.join(out, "model.safetensors.index.json" if nshards > 1
+                           else "model.safetensors")
+        r = merge(np, "--quiet", "-o", back, src)
+        check(r.returncode == 0, "back from %d: exit %d: %s" % (limit, r.returncode, r.stderr))
+        with open(back, "rb") as a, open(one, "rb") as b:
+            check(a.read() == b.read(), "round trip through %d shards differs" % nshards)
+
+    # a set of 2 shards replaces one of many: exactly the new files remain
+    many = os.path.join(work, "set.4000")
+    r = merge(np, "--quiet", "--max-shard-size", str(total - 1), "-o", many, one)
+    check(r.returncode == 0, "replace: exit %d: %s" % (r.returncode, r.stderr))
+    check(snapshot(many) == expected_set(spec, total - 1, work),
+          "the replaced set is not exactly the new one: %s" % sorted(os.listdir(many)))
+    # sizes as the Hub writes them
+    r = merge(np, "--quiet", "--max-shard-size", "5GB", "-o", many, one)
+    check(r.returncode == 0 and os.listdir(many) == ["model.safetensors"],
+          "5GB: %s %s" % (r.stderr, os.listdir(many)))
+    r = merge(np, "--quiet", "--max-shard-size", "5XB", "-o", many, one)
+    check(r.returncode == 2 and "bad option --max-shard-size" in r.stderr,
+          "a bad size is a usage error: %r" % r.stderr)
+    # the set's own files cannot be the input of a merge into the same directory
+    r = merge(np, "--quiet", "--max-shard-size", "4000", "-o", many,
+              os.path.join(many, "model.safetensors"))
+    check(r.returncode == 1 and "part of the set in the output directory" in r.stderr,
+          "merging a set into its own directory: %r" % r.stderr)
+
+
+def write_files(d, files):
+    for name, data in files.items():
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+
+
+def case_failures(np, work):
+    spec = make_spec(12, 12)
+    one = os.path.join(work, "one.safetensors")
+    ref.write(spec, one)
+    total = sum(ref.nbytes_of(t) for t in spec["tensors"])
+
+    # a full file system: the previous set survives, nothing else is left
+    full = os.path.join(work, "full")
+    if os.path.ismount(full):
+        small = {"metadata": [], "tensors": spec["tensors"][:3]}
+        rset.write_set(small, 100, full)
+        before = snapshot(full)
+        big = os.path.join(work, "big.safetensors")
+        ref.write({"metadata": [], "tensors": [
+            {"name": "huge", "dtype": "U8", "shape": [3 << 20]}]}, big)
+        r = merge(np, "--quiet", "--max-shard-size", "1000000", "-o", full, big)
+        check(r.returncode == 1 and "full" in r.stderr,
+              "full disk: exit %d: %s" % (r.returncode, r.stderr))
+        check(snapshot(full) == before, "full disk: the previous set changed: %s" %
+              sorted(os.listdir(full)))
+    else:
+        print("no tmpfs at %s (not root): full-disk case not run" % full)
+
+    # states of an interrupted switch, settled by --recover
+    old_spec = make_spec(13, 9)
+    new_spec = spec
+    limit = total // 3
+    d_old = os.path.join(work, "old")
+    d_new = os.path.join(work, "new")
+    for d in (d_old, d_new):
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+    rset.write_set(old_spec, 2000, d_old)
+    rset.write_set(new_spec, limit, d_new)
+    old_files = {n: open(os.path.join(d_old, n), "rb").read() for n in os.listdir(d_old)}
+    new_files = {n: open(os.path.join(d_new, n), "rb").read() for n in os.listdir(d_new)}
+    jid = "0123456789abcdef"
+    news = [n for n in sorted(new_files) if n != "model.safetensors.index.json"]
+    news.append("model.safetensors.index.json")
+    tmp = {n: n + ".tmp-mst.host.1.fedcba9876543210" for n in news}
+    olds = ["model.safetensors.index.json"] + sorted(
+        n for n in old_files if n != "model.safetensors.index.json")
+    journal = "mst-set-journal 1\n" + "".join(
+        "new %s %s\n" % (tmp[n], n) for n in news) + "".join("old %s\n" % n for n in olds)
+    steps = len(olds) + len(news) + 2
+    settled = {"old": 0, "new": 0}
+    for step in range(steps + 1):
+        d = os.path.join(work, "state")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        write_files(d, old_files)
+        write_files(d, {tmp[n]: new_files[n] for n in news})
+        with open(os.path.join(d, ".mst-set.%s.journal" % jid), "w") as f:
+            f.write(journal)
+        k = 0
+        for n in olds:  # the previous set aside
+            if k < step:
+                os.rename(os.path.join(d, n), os.path.join(d, ".mst-old.%s.%s" % (jid, n)))
+            k += 1
+        for n in news:  # the new set in, the index last
+            if k < step:
+                os.rename(os.path.join(d, tmp[n]), os.path.join(d, n))
+            k += 1
+        if k < step:  # the old files partly removed
+            os.remove(os.path.join(d, ".mst-old.%s.%s" % (jid, olds[0])))
+        k += 1
+        if step == 0:
+            # a save refuses to start over an unsettled journal
+            r = merge(np, "--quiet", "--max-shard-size", "4000", "-o", d, one)
+            check(r.returncode == 1 and "mst-merge --recover" in r.stderr,
+                  "a journal left: exit %d: %s" % (r.returncode, r.stderr))
+        r = merge(1, "--recover", d)
+        check(r.returncode == 0, "recover at step %d: exit %d: %s %s" %
+              (step, r.returncode, r.stdout, r.stderr))
+        got = snapshot(d)
+        is_old = got == snapshot(d_old)
+        is_new = got == snapshot(d_new)
+        check(is_old or is_new, "step %d: after --recover the directory is neither set: %s" %
+              (step, sorted(got)))
+        want_new = step >= len(olds) + len(news)
+        check(is_new == want_new, "step %d: expected the %s set" %
+              (step, "new" if want_new else "old"))
+        settled["new" if is_new else "old"] += 1
+        r = merge(1, "--recover", d)
+        check(r.returncode == 0 and "nothing to recover" in r.stdout,
+              "a second --recover has nothing to do: %s" % r.stdout)
+    print("switch states settled: %s" % settled)
+
+
+def main():
+    np, what = int(sys.argv[1]), sys.argv[2]
+    work = os.environ["WORK"]
+    os.makedirs(work, exist_ok=True)
+    if what == "roundtrip":
+        case_roundtrip(np, work)
+    elif what == "failures":
+        case_failures(np, work)
+    else:
+        return 2
+    if failures:
+        print("%d failures" % len(failures), file=sys.stderr)
+        return 1
+    print("t_set %s at %d ranks: ok" % (what, np))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
