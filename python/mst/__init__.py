@@ -11,7 +11,8 @@ Values in the `tensors` map of save():
   - a NumPy array (or NumPy scalar), or a CPU torch tensor: the whole tensor,
     held by this rank only;
   - Slice(array, global_shape, start): this rank's box of a tensor split over
-    ranks (tensor parallelism);
+    ranks (tensor parallelism); a list of Slices for several boxes of one
+    tensor on this rank (fused layouts);
   - Replica(array): a tensor several ranks hold in full (written once);
   - Tensor(array, dtype=..., shape=...): an array's bytes under an explicit
     safetensors dtype, for dtypes NumPy cannot express (BF16, F8_*, F4, F6).
@@ -225,9 +226,11 @@ def _name_bytes(name):
 
 
 def _declare(name, value, rank):
-    """One add call's arguments: (kind, name, dtype code, shape, start, count, address, keep)."""
+    """The add calls for one value: [(kind, name, dtype code, shape, start, count, address, keep)]."""
     cname = _name_bytes(name)
     what = f"tensor {name!r} on rank {rank}"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Slice) for v in value):
+        return [_declare(name, v, rank)[0] for v in value]
     if isinstance(value, Slice):
         st, shape, ptr, nbytes, keep = _buffer(value.array, what)
         st, count = _override(st, shape, ptr, nbytes, value.dtype, value.count, what)
@@ -236,14 +239,14 @@ def _declare(name, value, rank):
             raise _LocalError(ERR_INVALID_ARGUMENT,
                               f"{what}: global shape {list(gshape)}, start {list(start)} and "
                               f"box {list(count)} differ in length")
-        return ("slice", cname, _CODE[st], gshape, start, count, ptr, keep)
+        return [("slice", cname, _CODE[st], gshape, start, count, ptr, keep)]
     if isinstance(value, (Replica, Tensor)):
         st, shape, ptr, nbytes, keep = _buffer(value.array, what)
         st, shape = _override(st, shape, ptr, nbytes, value.dtype, value.shape, what)
         kind = "replica" if isinstance(value, Replica) else "whole"
-        return (kind, cname, _CODE[st], shape, None, None, ptr, keep)
+        return [(kind, cname, _CODE[st], shape, None, None, ptr, keep)]
     st, shape, ptr, nbytes, keep = _buffer(value, what)
-    return ("whole", cname, _CODE[st], shape, None, None, ptr, keep)
+    return [("whole", cname, _CODE[st], shape, None, None, ptr, keep)]
 
 
 def _text(s, what):
@@ -289,7 +292,7 @@ def save(tensors, path, comm=None, metadata=None, fsync=True, hints=None):
             raise _LocalError(ERR_INVALID_ARGUMENT,
                               f"rank {rank}: tensors is a {type(tensors).__name__}, not a mapping")
         for name, value in items:
-            decls.append(_declare(name, value, rank))
+            decls.extend(_declare(name, value, rank))
         for key, value in (metadata or {}).items():
             meta.append((_text(key, f"rank {rank}: metadata key"),
                          _text(value, f"rank {rank}: metadata value")))
@@ -443,4 +446,6 @@ def _as_torch(buf, dtype, shape):
     tdtype = getattr(torch, names.get(dtype, ""), None) if dtype in names else None
     if tdtype is None:
         raise Error(ERR_UNKNOWN_DTYPE, f"torch {torch.__version__} has no type for {dtype}")
+    if buf.size == 0:
+        return torch.empty(shape, dtype=tdtype)
     return torch.from_numpy(buf).view(tdtype).reshape(shape)
