@@ -25,6 +25,7 @@ converted to little-endian copies, and (c) torch tensors with a pending
 conjugate or negative bit, which are resolved. The copies live until the save
 returns.
 """
+import operator
 import os
 
 import numpy as np
@@ -199,7 +200,7 @@ def _override(st, shape, ptr, nbytes, dtype, logical, what):
             raise _LocalError(ERR_UNKNOWN_DTYPE, f"{what}: unknown safetensors dtype {dtype!r}")
         st = dtype
     if logical is not None:
-        shape = tuple(int(d) for d in logical)
+        shape = _dims(logical, what, "shape")
     n = _prod(shape)
     # A negative dimension or a sub-byte tensor of partial bytes is the C library's to report.
     if min(shape, default=0) >= 0 and (n * _BITS[st]) % 8 == 0 and n * _BITS[st] // 8 != nbytes:
@@ -209,6 +210,19 @@ def _override(st, shape, ptr, nbytes, dtype, logical, what):
     return st, shape
 
 
+def _dims(values, what, label):
+    """A shape, start or count as a tuple of ints that fit in int64."""
+    try:
+        dims = tuple(operator.index(d) for d in values)
+    except TypeError:
+        raise _LocalError(ERR_INVALID_ARGUMENT,
+                          f"{what}: {label} {values!r} is not a sequence of integers") from None
+    for d in dims:
+        if not -2**63 <= d < 2**63:
+            raise _LocalError(ERR_SIZE_OVERFLOW, f"{what}: {label} {list(dims)} does not fit in 64 bits")
+    return dims
+
+
 def _prod(shape):
     n = 1
     for d in shape:
@@ -216,25 +230,29 @@ def _prod(shape):
     return n
 
 
-def _name_bytes(name):
-    if isinstance(name, bytes):
-        return name
-    if isinstance(name, str):
+def _c_string(s, what):
+    """A str (or bytes) as the bytes of a C string: no NUL inside, which C would cut at."""
+    if isinstance(s, str):
         # lone surrogates pass through, for the C library to reject as invalid UTF-8
-        return name.encode("utf-8", "surrogatepass")
-    raise _LocalError(ERR_INVALID_ARGUMENT, f"tensor name {name!r} is not a string")
+        s = s.encode("utf-8", "surrogatepass")
+    elif not isinstance(s, bytes):
+        raise _LocalError(ERR_INVALID_ARGUMENT, f"{what} {s!r} is not a string")
+    if b"\0" in s:
+        raise _LocalError(ERR_INVALID_ARGUMENT, f"{what} {s!r} contains a NUL character")
+    return s
 
 
 def _declare(name, value, rank):
     """The add calls for one value: [(kind, name, dtype code, shape, start, count, address, keep)]."""
-    cname = _name_bytes(name)
     what = f"tensor {name!r} on rank {rank}"
+    cname = _c_string(name, f"rank {rank}: tensor name")
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, Slice) for v in value):
         return [_declare(name, v, rank)[0] for v in value]
     if isinstance(value, Slice):
         st, shape, ptr, nbytes, keep = _buffer(value.array, what)
         st, count = _override(st, shape, ptr, nbytes, value.dtype, value.count, what)
-        gshape, start = tuple(int(d) for d in value.global_shape), tuple(int(d) for d in value.start)
+        gshape = _dims(value.global_shape, what, "global shape")
+        start = _dims(value.start, what, "start")
         if not (len(gshape) == len(start) == len(count)):
             raise _LocalError(ERR_INVALID_ARGUMENT,
                               f"{what}: global shape {list(gshape)}, start {list(start)} and "
@@ -247,14 +265,6 @@ def _declare(name, value, rank):
         return [(kind, cname, _CODE[st], shape, None, None, ptr, keep)]
     st, shape, ptr, nbytes, keep = _buffer(value, what)
     return [("whole", cname, _CODE[st], shape, None, None, ptr, keep)]
-
-
-def _text(s, what):
-    if isinstance(s, bytes):
-        return s
-    if isinstance(s, str):
-        return s.encode("utf-8", "surrogatepass")
-    raise _LocalError(ERR_INVALID_ARGUMENT, f"{what} {s!r} is not a string")
 
 
 def _raise_writer(code, w):
@@ -286,7 +296,7 @@ def save(tensors, path, comm=None, metadata=None, fsync=True, hints=None):
     rank = comm.Get_rank()
     decls, meta, local = [], [], None
     try:
-        cpath = os.fsencode(path)
+        cpath = _c_string(os.fsencode(path), f"rank {rank}: path")
         items = tensors.items() if hasattr(tensors, "items") else None
         if items is None:
             raise _LocalError(ERR_INVALID_ARGUMENT,
@@ -294,8 +304,8 @@ def save(tensors, path, comm=None, metadata=None, fsync=True, hints=None):
         for name, value in items:
             decls.extend(_declare(name, value, rank))
         for key, value in (metadata or {}).items():
-            meta.append((_text(key, f"rank {rank}: metadata key"),
-                         _text(value, f"rank {rank}: metadata value")))
+            meta.append((_c_string(key, f"rank {rank}: metadata key"),
+                         _c_string(value, f"rank {rank}: metadata value")))
     except _LocalError as e:
         local = (e.code, e.message)
     except Exception as e:  # anything else still fails on every rank, not just here

@@ -240,6 +240,13 @@ def mode_errors(outdir):
          mst.ERR_SLICE_MISMATCH, "s"),
         ("slices with a start of the wrong rank", lambda: {"s": mst.Slice(ok, (4, 4), (0,))},
          mst.ERR_INVALID_ARGUMENT, "differ in length"),
+        ("NUL in a name (C would cut it)", lambda: {"a\0b": ok} if rank == last else {},
+         mst.ERR_INVALID_ARGUMENT, f"rank {last}: tensor name b'a\\x00b' contains a NUL"),
+        ("dimension beyond int64", lambda: {"s": mst.Slice(ok, (2**64,), (0,))},
+         mst.ERR_SIZE_OVERFLOW, "global shape [18446744073709551616] does not fit in 64 bits"),
+        ("non-integer start", lambda: {"s": mst.Slice(ok, (4,), (0.5,))},
+         mst.ERR_INVALID_ARGUMENT, "start (0.5,) is not a sequence of integers"),
+        ("negative dimension", lambda: {"x": mst.Tensor(ok, shape=(-1, 4))}, mst.ERR_NEGATIVE_DIM, "x"),
         ("missing directory", lambda: {f"r{rank}": ok}, mst.ERR_TARGET_DIR, "", "/nonexistent-mst-dir/x"),
     ]
     if size > 1:
@@ -248,7 +255,8 @@ def mode_errors(outdir):
             ("slices overlap", lambda: {"s": mst.Slice(ok, (4,), (0,))}, mst.ERR_SLICE_OVERLAP, "s"),
         ]
     meta_cases = [("metadata value not a string", {"k": 1}, mst.ERR_INVALID_ARGUMENT,
-                   "rank 0: metadata value 1 is not a string")]
+                   "rank 0: metadata value 1 is not a string"),
+                  ("NUL in a metadata key", {"k\0": "v"}, mst.ERR_INVALID_ARGUMENT, "contains a NUL")]
     if size > 1:
         meta_cases.append(("metadata conflict", {"k": str(rank)}, mst.ERR_METADATA_CONFLICT, "k"))
     for what, make, code, contains, *target in cases:
