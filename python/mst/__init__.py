@@ -294,7 +294,7 @@ def save(tensors, path, comm=None, metadata=None, fsync=True, hints=None):
     """
     comm = MPI.COMM_WORLD if comm is None else comm
     rank = comm.Get_rank()
-    decls, meta, local = [], [], None
+    decls, meta, local, info = [], [], None, MPI.INFO_NULL
     try:
         cpath = _c_string(os.fsencode(path), f"rank {rank}: path")
         items = tensors.items() if hasattr(tensors, "items") else None
@@ -306,6 +306,10 @@ def save(tensors, path, comm=None, metadata=None, fsync=True, hints=None):
         for key, value in (metadata or {}).items():
             meta.append((_c_string(key, f"rank {rank}: metadata key"),
                          _c_string(value, f"rank {rank}: metadata value")))
+        if hints:
+            info = MPI.Info.Create()
+            for k, v in hints.items():
+                info.Set(str(k), str(v))
     except _LocalError as e:
         local = (e.code, e.message)
     except Exception as e:  # anything else still fails on every rank, not just here
@@ -314,13 +318,10 @@ def save(tensors, path, comm=None, metadata=None, fsync=True, hints=None):
     # the lowest failing rank's error wins.
     failed = [e for e in comm.allgather(local) if e is not None]
     if failed:
+        if info != MPI.INFO_NULL:
+            info.Free()
         raise Error(*failed[0])
 
-    info = MPI.INFO_NULL
-    if hints:
-        info = MPI.Info.Create()
-        for k, v in hints.items():
-            info.Set(str(k), str(v))
     w = _lib.ctypes.c_void_p()
     try:
         rc = _lib.lib.mst_writer_open(_lib.ctypes.byref(w), _lib.comm_handle(comm), cpath,
