@@ -438,6 +438,9 @@ def load(path, names=None, framework="numpy"):
             if name not in entries:
                 raise Error(ERR_NOT_FOUND, f"no tensor {name!r} in {os.fsdecode(path)}")
             raw, dtype, shape, begin, end = entries[name]
+            if b"\0" in raw:  # mst_reader_read takes a C string: it would read another tensor
+                raise Error(ERR_INVALID_ARGUMENT, f"tensor name {name!r} contains a NUL character, "
+                            "which the C reader cannot look up")
             buf = r.read(raw, end - begin)
             out[name] = _as_torch(buf, dtype, shape) if framework == "torch" else \
                 _as_numpy(buf, dtype, shape)

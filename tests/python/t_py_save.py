@@ -199,6 +199,20 @@ def mode_slices(outdir):
     # MPI-IO hints pass through (collective buffering on one aggregator)
     mst.save(mine, out, metadata={"format": "pt"}, hints={"cb_nodes": "1", "romio_cb_write": "enable"})
     u.check_file(out, u.expected_bytes(full, {"format": "pt"}), "slices")
+    # a communicator other than COMM_WORLD: even and odd ranks save a file each
+    color = rank % 2
+    sub = comm.Split(color, rank)
+    mine_sub = {f"g{color}.r{sub.Get_rank()}": random_array(f"sub{rank}", np.float32, (2, rank + 1))}
+    path_sub = os.path.join(outdir, f"sub{color}.np{size}.safetensors")
+    mst.save(mine_sub, path_sub, comm=sub)
+    parts = comm.allgather((color, sub.Get_rank(), rank))
+    if sub.Get_rank() == 0:
+        want = {f"g{color}.r{sr}": ("F32", (2, r + 1), random_array(f"sub{r}", np.float32,
+                                                                      (2, r + 1)).tobytes())
+                for c, sr, r in parts if c == color}
+        with open(path_sub, "rb") as f:
+            check(f.read() == u.expected_bytes(want), f"split communicator {color}")
+    sub.Free()
     got = mst.load(out)  # every rank reads it back
     for name, (st, shape, data) in full.items():
         check(got[name].tobytes() == data and got[name].shape == tuple(shape), f"load {name}")
@@ -277,6 +291,15 @@ def mode_errors(outdir):
     u.check_file(path, u.expected_bytes({f"r{r}": ("F32", (4,), ok.tobytes()) for r in range(size)}),
                  "save after failures")
     u.expect_error(lambda: mst.load(path, names=["nope"]), mst.ERR_NOT_FOUND, "'nope'", "load missing")
+    # a file (from another writer) with a NUL in a name: the header shows it, load refuses it
+    nul = same_path(os.path.join(outdir, f"nul.np{size}.safetensors"))
+    if rank == 0:
+        with open(nul, "wb") as f:
+            f.write(u.expected_bytes({"a\0b": ("U8", (2,), b"xy"), "a": ("U8", (1,), b"z")}))
+    comm.Barrier()
+    check(list(mst.read_header(nul)) == ["a", "a\0b"], "NUL name in the header")
+    check(mst.load(nul, names=["a"])["a"].tobytes() == b"z", "other tensors still load")
+    u.expect_error(lambda: mst.load(nul), mst.ERR_INVALID_ARGUMENT, "contains a NUL", "load NUL name")
 
 
 def mode_torch(outdir):
