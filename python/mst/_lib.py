@@ -13,9 +13,15 @@ import ctypes
 import ctypes.util
 import os
 
+import sys
+
 # mpi4py initialises MPI (MPI_Init_thread) on import and loads libmpi with
 # RTLD_GLOBAL, so libmst binds to that same libmpi; import it first.
-from mpi4py import MPI
+try:
+    from mpi4py import MPI
+except ImportError as e:
+    raise ImportError(f"mst needs mpi4py, which {sys.executable} cannot import ({e}); on Debian "
+                      "install python3-mpi4py and run /usr/bin/python3") from None
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _SONAME = "libmst.so.0"

@@ -26,10 +26,14 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "python"))
-import numpy as np  # noqa: E402
-from mpi4py import MPI  # noqa: E402
+try:
+    import numpy as np
+    from mpi4py import MPI
 
-import mst  # noqa: E402
+    import mst
+except ImportError as e:
+    sys.exit(f"{sys.executable}: {e}\nRun this with an interpreter that has numpy and mpi4py "
+             "(Debian: /usr/bin/python3 with python3-numpy and python3-mpi4py).")
 
 HIDDEN, FFN = 12, 40
 
