@@ -169,9 +169,10 @@ def _buffer(array, what):
         if tname not in _TORCH_NAMES:
             raise _LocalError(ERR_UNKNOWN_DTYPE,
                               f"{what}: torch dtype {t.dtype} has no safetensors dtype")
-        if t.is_conj():
+        # lazy conjugate/negative views (torch >= 1.10) would be written unresolved
+        if getattr(t, "is_conj", lambda: False)():
             t = t.resolve_conj()
-        if t.is_neg():
+        if getattr(t, "is_neg", lambda: False)():
             t = t.resolve_neg()
         if not t.is_contiguous():
             t = t.contiguous()

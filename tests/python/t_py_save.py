@@ -133,6 +133,10 @@ def mode_numpy(outdir):
     # Zero copy: a contiguous array goes to the C library by its own address
     # (traced allocations stay far below its size); a non-contiguous one is
     # copied once, which the same measure sees.
+    # C types that are the same NumPy dtype under another name
+    for a, st in [(np.arange(3, dtype=np.longlong), "I64"), (np.arange(3, dtype=np.intc), "I32"),
+                  (np.arange(3, dtype=np.ulonglong), "U64"), (np.arange(3, dtype=np.single), "F32")]:
+        check(mst._declare("c", a, rank)[0][2] == mst.DTYPES.index(st), f"{a.dtype.char} is {st}")
     big = np.ones((2048, 2048), dtype=np.float64)  # 32 MiB
     check(mst._declare("big", big, rank)[0][6] == big.ctypes.data, "contiguous: own address")
     check(mst._declare("big", big.T, rank)[0][6] != big.ctypes.data, "transposed: a copy")
