@@ -1,0 +1,466 @@
+"""mst: every rank of an MPI job saves its tensors into one shared safetensors file.
+
+    import mst
+    mst.save({"w": array}, "model.safetensors")          # collective over COMM_WORLD
+
+A thin ctypes binding over libmst (see include/mst.h); nothing to compile.
+The file is byte-identical to what safetensors.torch.save_file writes for the
+same tensors, whatever the number of ranks and whichever rank holds what.
+
+Values in the `tensors` map of save():
+  - a NumPy array (or NumPy scalar), or a CPU torch tensor: the whole tensor,
+    held by this rank only;
+  - Slice(array, global_shape, start): this rank's box of a tensor split over
+    ranks (tensor parallelism); a list of Slices for several boxes of one
+    tensor on this rank (fused layouts);
+  - Replica(array): a tensor several ranks hold in full (written once);
+  - Tensor(array, dtype=..., shape=...): an array's bytes under an explicit
+    safetensors dtype, for dtypes NumPy cannot express (BF16, F8_*, F4, F6).
+Slice and Replica take the same dtype= and shape=/count= overrides.
+
+Memory: data is written from the arrays' own memory, with no copy, except for
+(a) arrays that are not C-contiguous, which are copied into a contiguous
+array first (the file always holds C order), (b) big-endian NumPy arrays,
+converted to little-endian copies, and (c) torch tensors with a pending
+conjugate or negative bit, which are resolved. The copies live until the save
+returns.
+"""
+import operator
+import os
+
+import numpy as np
+
+from . import _lib
+from ._lib import MPI, LibraryNotFound
+
+__all__ = ["save", "load", "read_header", "Slice", "Replica", "Tensor", "Error",
+           "LibraryNotFound", "DTYPES", "version"]
+
+# Error codes: the stable numbers of include/mst.h.
+OK = 0
+ERR_INVALID_ARGUMENT = 1
+ERR_NO_MEMORY = 2
+ERR_STATE = 3
+ERR_MPI = 4
+ERR_EMPTY_NAME = 10
+ERR_RESERVED_NAME = 11
+ERR_INVALID_UTF8 = 12
+ERR_DUPLICATE_NAME = 13
+ERR_UNKNOWN_DTYPE = 14
+ERR_NEGATIVE_DIM = 15
+ERR_SIZE_OVERFLOW = 16
+ERR_PARTIAL_BYTES = 17
+ERR_NULL_DATA = 18
+ERR_HEADER_TOO_LARGE = 19
+ERR_METADATA_CONFLICT = 20
+ERR_SLICE_MISMATCH = 21
+ERR_SLICE_BOUNDS = 22
+ERR_SLICE_OVERLAP = 23
+ERR_SLICE_GAP = 24
+ERR_TARGET_DIR = 30
+ERR_IO = 31
+ERR_FORMAT = 40
+ERR_OFFSETS = 41
+ERR_NOT_FOUND = 42
+ERR_RANGE = 43
+
+# The safetensors dtypes in the reference enum order (mst_dtype's numbers).
+DTYPES = tuple(_lib.lib.mst_dtype_name(i).decode() for i in range(22))
+_CODE = {name: i for i, name in enumerate(DTYPES)}
+_BITS = {name: _lib.lib.mst_dtype_bits(i) for i, name in enumerate(DTYPES)}
+
+_NUMPY = {np.dtype(t): n for t, n in [
+    (np.bool_, "BOOL"), (np.uint8, "U8"), (np.int8, "I8"), (np.int16, "I16"),
+    (np.uint16, "U16"), (np.float16, "F16"), (np.int32, "I32"), (np.uint32, "U32"),
+    (np.float32, "F32"), (np.complex64, "C64"), (np.float64, "F64"), (np.int64, "I64"),
+    (np.uint64, "U64")]}
+_NUMPY_OF = {n: t for t, n in _NUMPY.items()}
+# What load() returns for dtypes NumPy has no type for: the raw bits.
+_NUMPY_RAW = {"BF16": np.dtype(np.uint16), "F8_E5M2": np.dtype(np.uint8),
+              "F8_E4M3": np.dtype(np.uint8), "F8_E8M0": np.dtype(np.uint8),
+              "F8_E4M3FNUZ": np.dtype(np.uint8), "F8_E5M2FNUZ": np.dtype(np.uint8)}
+# torch dtype attribute -> safetensors name; those this torch lacks are skipped.
+_TORCH_NAMES = {"bool": "BOOL", "uint8": "U8", "int8": "I8", "int16": "I16", "uint16": "U16",
+                "float16": "F16", "bfloat16": "BF16", "int32": "I32", "uint32": "U32",
+                "float32": "F32", "complex64": "C64", "float64": "F64", "int64": "I64",
+                "uint64": "U64", "float8_e5m2": "F8_E5M2", "float8_e4m3fn": "F8_E4M3",
+                "float8_e8m0fnu": "F8_E8M0", "float8_e4m3fnuz": "F8_E4M3FNUZ",
+                "float8_e5m2fnuz": "F8_E5M2FNUZ"}
+
+
+def version():
+    """The version of the libmst actually loaded ("MAJOR.MINOR.PATCH")."""
+    return _lib.lib.mst_version_string().decode()
+
+
+class Error(Exception):
+    """A failed save or read. `code` is the C library's stable error code
+    (mst.ERR_*), `message` its detail. A failed save raises the same code and
+    message on every rank of the communicator."""
+
+    def __init__(self, code, message):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self):
+        return f"{self.message} [{strerror(self.code)}, code {self.code}]"
+
+
+def strerror(code):
+    """The C library's short text for an error code."""
+    return _lib.lib.mst_strerror(code).decode()
+
+
+class _LocalError(Exception):
+    def __init__(self, code, message):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+
+class Tensor:
+    """A whole tensor held by this rank, with optional overrides: `dtype`, a
+    safetensors name ("BF16", "F8_E4M3", "F4", ...), takes the array's bytes
+    as that dtype; `shape` is then the tensor's logical shape (default: the
+    array's shape), and the array must hold exactly its bytes."""
+
+    def __init__(self, array, dtype=None, shape=None):
+        self.array, self.dtype, self.shape = array, dtype, shape
+
+
+class Slice:
+    """This rank's box of a tensor split over ranks: the tensor has shape
+    `global_shape`; `array` holds the elements from index `start` (one entry
+    per dimension), its shape being the box's extent (or `count`, with an
+    explicit `dtype`). The boxes of all ranks must tile the tensor exactly."""
+
+    def __init__(self, array, global_shape, start, dtype=None, count=None):
+        self.array, self.global_shape, self.start = array, global_shape, start
+        self.dtype, self.count = dtype, count
+
+
+class Replica:
+    """A tensor this rank holds in full while other ranks hold it too (norms,
+    biases under tensor parallelism): written once, by one of its holders.
+    The holders must agree on dtype and shape; the bytes are not compared."""
+
+    def __init__(self, array, dtype=None, shape=None):
+        self.array, self.dtype, self.shape = array, dtype, shape
+
+
+def _is_torch(x):
+    return type(x).__module__.split(".")[0] == "torch"
+
+
+def _buffer(array, what):
+    """(safetensors dtype, shape, address, nbytes, object keeping the memory alive)."""
+    if _is_torch(array):
+        import torch
+        if not isinstance(array, torch.Tensor):
+            raise _LocalError(ERR_INVALID_ARGUMENT, f"{what}: {type(array).__name__} is not a tensor")
+        t = array.detach()
+        if t.device.type != "cpu":
+            raise _LocalError(ERR_INVALID_ARGUMENT,
+                              f"{what}: torch tensor on {t.device}; move it to the CPU first")
+        if t.layout != torch.strided:
+            raise _LocalError(ERR_INVALID_ARGUMENT, f"{what}: torch layout {t.layout} is not strided")
+        tname = str(t.dtype).split(".")[-1]
+        if tname not in _TORCH_NAMES:
+            raise _LocalError(ERR_UNKNOWN_DTYPE,
+                              f"{what}: torch dtype {t.dtype} has no safetensors dtype")
+        # lazy conjugate/negative views (torch >= 1.10) would be written unresolved
+        if getattr(t, "is_conj", lambda: False)():
+            t = t.resolve_conj()
+        if getattr(t, "is_neg", lambda: False)():
+            t = t.resolve_neg()
+        if not t.is_contiguous():
+            t = t.contiguous()
+        return (_TORCH_NAMES[tname], tuple(t.shape), t.data_ptr(), t.numel() * t.element_size(), t)
+    if isinstance(array, np.generic):
+        array = np.asarray(array)
+    if not isinstance(array, np.ndarray):
+        raise _LocalError(ERR_INVALID_ARGUMENT,
+                          f"{what}: {type(array).__name__} is neither a NumPy array nor a torch tensor")
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    key = array.dtype.newbyteorder("=") if array.dtype.byteorder == "<" else array.dtype
+    if key not in _NUMPY:
+        raise _LocalError(ERR_UNKNOWN_DTYPE,
+                          f"{what}: NumPy dtype {array.dtype} has no safetensors dtype "
+                          "(give one with mst.Tensor(array, dtype=...) for raw bits)")
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    return (_NUMPY[key], array.shape, array.ctypes.data, array.nbytes, array)
+
+
+def _override(st, shape, ptr, nbytes, dtype, logical, what):
+    """Applies an explicit dtype and logical shape, checking the byte count."""
+    if dtype is not None:
+        if dtype not in _CODE:
+            raise _LocalError(ERR_UNKNOWN_DTYPE, f"{what}: unknown safetensors dtype {dtype!r}")
+        st = dtype
+    if logical is not None:
+        shape = _dims(logical, what, "shape")
+    n = _prod(shape)
+    # A negative dimension or a sub-byte tensor of partial bytes is the C library's to report.
+    if min(shape, default=0) >= 0 and (n * _BITS[st]) % 8 == 0 and n * _BITS[st] // 8 != nbytes:
+        raise _LocalError(ERR_INVALID_ARGUMENT,
+                          f"{what}: shape {list(shape)} of {st} needs {n * _BITS[st] // 8} bytes, "
+                          f"the array has {nbytes}")
+    return st, shape
+
+
+def _dims(values, what, label):
+    """A shape, start or count as a tuple of ints that fit in int64."""
+    try:
+        dims = tuple(operator.index(d) for d in values)
+    except TypeError:
+        raise _LocalError(ERR_INVALID_ARGUMENT,
+                          f"{what}: {label} {values!r} is not a sequence of integers") from None
+    for d in dims:
+        if not -2**63 <= d < 2**63:
+            raise _LocalError(ERR_SIZE_OVERFLOW, f"{what}: {label} {list(dims)} does not fit in 64 bits")
+    return dims
+
+
+def _prod(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _c_string(s, what):
+    """A str (or bytes) as the bytes of a C string: no NUL inside, which C would cut at."""
+    if isinstance(s, str):
+        # lone surrogates pass through, for the C library to reject as invalid UTF-8
+        s = s.encode("utf-8", "surrogatepass")
+    elif not isinstance(s, bytes):
+        raise _LocalError(ERR_INVALID_ARGUMENT, f"{what} {s!r} is not a string")
+    if b"\0" in s:
+        raise _LocalError(ERR_INVALID_ARGUMENT, f"{what} {s!r} contains a NUL character")
+    return s
+
+
+def _declare(name, value, rank):
+    """The add calls for one value: [(kind, name, dtype code, shape, start, count, address, keep)]."""
+    what = f"tensor {name!r} on rank {rank}"
+    cname = _c_string(name, f"rank {rank}: tensor name")
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Slice) for v in value):
+        return [_declare(name, v, rank)[0] for v in value]
+    if isinstance(value, Slice):
+        st, shape, ptr, nbytes, keep = _buffer(value.array, what)
+        st, count = _override(st, shape, ptr, nbytes, value.dtype, value.count, what)
+        gshape = _dims(value.global_shape, what, "global shape")
+        start = _dims(value.start, what, "start")
+        if not (len(gshape) == len(start) == len(count)):
+            raise _LocalError(ERR_INVALID_ARGUMENT,
+                              f"{what}: global shape {list(gshape)}, start {list(start)} and "
+                              f"box {list(count)} differ in length")
+        return [("slice", cname, _CODE[st], gshape, start, count, ptr, keep)]
+    if isinstance(value, (Replica, Tensor)):
+        st, shape, ptr, nbytes, keep = _buffer(value.array, what)
+        st, shape = _override(st, shape, ptr, nbytes, value.dtype, value.shape, what)
+        kind = "replica" if isinstance(value, Replica) else "whole"
+        return [(kind, cname, _CODE[st], shape, None, None, ptr, keep)]
+    st, shape, ptr, nbytes, keep = _buffer(value, what)
+    return [("whole", cname, _CODE[st], shape, None, None, ptr, keep)]
+
+
+def _raise_writer(code, w):
+    msg = _lib.lib.mst_writer_error(w) if w else None
+    raise Error(code, msg.decode("utf-8", "replace") if msg else strerror(code))
+
+
+def save(tensors, path, comm=None, metadata=None, fsync=True, hints=None):
+    """Saves every rank's tensors into one safetensors file at `path`.
+
+    Collective over `comm` (an mpi4py intracommunicator, default
+    MPI.COMM_WORLD): every rank calls it with the same path and options and
+    its own `tensors`, a map from names to NumPy arrays, CPU torch tensors,
+    Slice, Replica or Tensor values (see the module docstring). `metadata` is
+    a map of strings to strings for "__metadata__" (ranks may repeat a key
+    with the same value). `fsync=False` skips the sync to stable storage.
+    `hints` (a map of strings) reaches MPI_File_open as MPI_Info hints.
+
+    Data is written from the arrays' memory without a copy; arrays that are
+    not C-contiguous are first copied into contiguous ones, and big-endian
+    NumPy arrays into little-endian ones. The arrays must not change until
+    save() returns.
+
+    Raises mst.Error on every rank, with the same code and message, if any
+    rank's declaration or the save fails; then no file appears at `path` and
+    whatever was there is untouched.
+    """
+    comm = MPI.COMM_WORLD if comm is None else comm
+    rank = comm.Get_rank()
+    decls, meta, local, info = [], [], None, MPI.INFO_NULL
+    try:
+        cpath = _c_string(os.fsencode(path), f"rank {rank}: path")
+        items = tensors.items() if hasattr(tensors, "items") else None
+        if items is None:
+            raise _LocalError(ERR_INVALID_ARGUMENT,
+                              f"rank {rank}: tensors is a {type(tensors).__name__}, not a mapping")
+        for name, value in items:
+            decls.extend(_declare(name, value, rank))
+        for key, value in (metadata or {}).items():
+            meta.append((_c_string(key, f"rank {rank}: metadata key"),
+                         _c_string(value, f"rank {rank}: metadata value")))
+        if hints:
+            info = MPI.Info.Create()
+            for k, v in hints.items():
+                info.Set(str(k), str(v))
+    except _LocalError as e:
+        local = (e.code, e.message)
+    except Exception as e:  # anything else still fails on every rank, not just here
+        local = (ERR_INVALID_ARGUMENT, f"rank {rank}: {type(e).__name__}: {e}")
+    # Errors found here in Python must reach every rank, as the C library's own do:
+    # the lowest failing rank's error wins.
+    failed = [e for e in comm.allgather(local) if e is not None]
+    if failed:
+        if info != MPI.INFO_NULL:
+            info.Free()
+        raise Error(*failed[0])
+
+    w = _lib.ctypes.c_void_p()
+    try:
+        rc = _lib.lib.mst_writer_open(_lib.ctypes.byref(w), _lib.comm_handle(comm), cpath,
+                                      _lib.info_handle(info))
+        if rc != OK:
+            _raise_writer(rc, w)
+        _lib.lib.mst_writer_set_fsync(w, 1 if fsync else 0)
+        i64 = _lib.int64_array
+        # Errors of the adds are kept by the writer and returned by the commit on every rank.
+        for kind, cname, code, shape, start, count, ptr, _keep in decls:
+            if kind == "slice":
+                _lib.lib.mst_writer_add_slice(w, cname, code, len(shape), i64(shape), i64(start),
+                                              i64(count), ptr)
+            elif kind == "replica":
+                _lib.lib.mst_writer_add_replica(w, cname, code, len(shape), i64(shape), ptr)
+            else:
+                _lib.lib.mst_writer_add(w, cname, code, len(shape), i64(shape), ptr)
+        for k, v in meta:
+            _lib.lib.mst_writer_add_metadata(w, k, v)
+        rc = _lib.lib.mst_writer_commit(w)
+        if rc != OK:
+            _raise_writer(rc, w)
+    finally:
+        _lib.lib.mst_writer_free(_lib.ctypes.byref(w))
+        if info != MPI.INFO_NULL:
+            info.Free()
+        del decls  # the arrays (and any contiguous copies) live until here
+
+
+class _Reader:
+    def __init__(self, path):
+        self.r = _lib.ctypes.c_void_p()
+        rc = _lib.lib.mst_reader_open(_lib.ctypes.byref(self.r), os.fsencode(path))
+        if rc != OK:
+            self._raise(rc)
+
+    def _raise(self, rc):
+        msg = _lib.lib.mst_reader_error(self.r) if self.r else None
+        err = Error(rc, msg.decode("utf-8", "replace") if msg else strerror(rc))
+        self.close()
+        raise err
+
+    def close(self):
+        _lib.lib.mst_reader_free(_lib.ctypes.byref(self.r))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def tensors(self):
+        info = _lib.TensorInfo()
+        out = []
+        for i in range(_lib.lib.mst_reader_count(self.r)):
+            rc = _lib.lib.mst_reader_tensor(self.r, i, _lib.ctypes.byref(info))
+            if rc != OK:
+                self._raise(rc)
+            raw = _lib.ctypes.string_at(info.name, info.name_len)
+            out.append((raw.decode("utf-8", "surrogateescape"), raw, DTYPES[info.dtype],
+                        [info.shape[d] for d in range(info.ndim)], info.begin, info.end))
+        return out
+
+    def metadata(self):
+        k, v = _lib.ctypes.c_char_p(), _lib.ctypes.c_char_p()
+        out = {}
+        for i in range(_lib.lib.mst_reader_metadata_count(self.r)):
+            rc = _lib.lib.mst_reader_metadata(self.r, i, _lib.ctypes.byref(k), _lib.ctypes.byref(v))
+            if rc != OK:
+                self._raise(rc)
+            out[k.value.decode("utf-8")] = v.value.decode("utf-8")
+        return out
+
+    def read(self, raw_name, nbytes):
+        buf = np.empty(nbytes, dtype=np.uint8)
+        rc = _lib.lib.mst_reader_read(self.r, raw_name, 0, buf.ctypes.data, nbytes)
+        if rc != OK:
+            self._raise(rc)
+        return buf
+
+
+def read_header(path):
+    """The header of the safetensors file at `path`, validated by the C reader,
+    as a dict in the file's own form: "__metadata__" (if any) first, then one
+    {"dtype", "shape", "data_offsets"} entry per tensor in offset order.
+    Local (no MPI). Raises mst.Error (ERR_FORMAT, ERR_OFFSETS, ERR_IO...)."""
+    with _Reader(path) as r:
+        header = {}
+        meta = r.metadata()
+        if meta:
+            header["__metadata__"] = meta
+        for name, _raw, dtype, shape, begin, end in r.tensors():
+            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
+        return header
+
+
+def load(path, names=None, framework="numpy"):
+    """Reads tensors of the file at `path` (all, or those in `names`) into a
+    dict of name -> array, through the C reader. Local (no MPI).
+
+    framework="numpy": NumPy arrays; dtypes NumPy has no type for come back as
+    their raw bits: BF16 as uint16, F8_* as uint8 (same shape), F4/F6 as a
+    flat uint8 array of the tensor's bytes.
+    framework="torch": torch tensors of the matching torch dtype; raises
+    mst.Error(ERR_UNKNOWN_DTYPE) for a dtype this torch lacks.
+    A missing name raises mst.Error(ERR_NOT_FOUND)."""
+    if framework not in ("numpy", "torch"):
+        raise ValueError(f"framework must be 'numpy' or 'torch', not {framework!r}")
+    with _Reader(path) as r:
+        entries = {name: e for name, *e in r.tensors()}
+        wanted = list(entries) if names is None else list(names)
+        out = {}
+        for name in wanted:
+            if name not in entries:
+                raise Error(ERR_NOT_FOUND, f"no tensor {name!r} in {os.fsdecode(path)}")
+            raw, dtype, shape, begin, end = entries[name]
+            if b"\0" in raw:  # mst_reader_read takes a C string: it would read another tensor
+                raise Error(ERR_INVALID_ARGUMENT, f"tensor name {name!r} contains a NUL character, "
+                            "which the C reader cannot look up")
+            buf = r.read(raw, end - begin)
+            out[name] = _as_torch(buf, dtype, shape) if framework == "torch" else \
+                _as_numpy(buf, dtype, shape)
+        return out
+
+
+def _as_numpy(buf, dtype, shape):
+    t = _NUMPY_OF.get(dtype) or _NUMPY_RAW.get(dtype)
+    if t is None:  # F4, F6: sub-byte, no element type at all
+        return buf
+    return buf.view(t.newbyteorder("<")).reshape(shape)
+
+
+def _as_torch(buf, dtype, shape):
+    import torch
+    names = {v: k for k, v in _TORCH_NAMES.items()}
+    tdtype = getattr(torch, names.get(dtype, ""), None) if dtype in names else None
+    if tdtype is None:
+        raise Error(ERR_UNKNOWN_DTYPE, f"torch {torch.__version__} has no type for {dtype}")
+    if buf.size == 0:
+        return torch.empty(shape, dtype=tdtype)
+    return torch.from_numpy(buf).view(tdtype).reshape(shape)
