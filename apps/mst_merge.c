@@ -183,6 +183,14 @@ static int parse_args(int argc, char **argv, options *o, int rank)
     return 0;
 }
 
+static void free_options(options *o)
+{
+    free(o->inputs);
+    free(o->include);
+    free(o->exclude);
+    free(o->meta_kv);
+}
+
 /* ---- the merge list (built on rank 0, broadcast) ------------------------- */
 
 typedef struct src_tensor {
@@ -530,8 +538,9 @@ static int build_list(const options *o, merge_list *m)
                 rc = fail("out of memory");
                 break;
             }
-            memcpy(info.ndim > 8 ? t->shape_big : t->shape, info.shape,
-                   (size_t)info.ndim * sizeof(int64_t));
+            if (info.ndim > 0)
+                memcpy(info.ndim > 8 ? t->shape_big : t->shape, info.shape,
+                       (size_t)info.ndim * sizeof(int64_t));
             t->file = f;
             t->offset = mst_reader_data_start(r) + info.begin;
             t->nbytes = info.end - info.begin;
@@ -953,6 +962,7 @@ int main(int argc, char **argv)
 
     rc = parse_args(argc, argv, &o, rank);
     if (rc) {
+        free_options(&o);
         MPI_Finalize();
         return rc == 3 ? 0 : 2;
     }
@@ -963,10 +973,7 @@ int main(int argc, char **argv)
             fputs(*report ? report : "nothing to recover\n", rc ? stderr : stdout);
         }
         MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
-        free(o.inputs);
-        free(o.include);
-        free(o.exclude);
-        free(o.meta_kv);
+        free_options(&o);
         MPI_Finalize();
         return rc ? 1 : 0;
     }
@@ -1034,10 +1041,7 @@ done:
     free(pieces);
     free(b.p);
     free_list(&m);
-    free(o.inputs);
-    free(o.include);
-    free(o.exclude);
-    free(o.meta_kv);
+    free_options(&o);
     MPI_Finalize();
     return status;
 }

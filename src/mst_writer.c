@@ -272,11 +272,14 @@ static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, 
     }
     t = &w->tensors[w->ntensors++];
     memset(t, 0, sizeof *t);
-    memcpy(storage, shape, (size_t)ndim * sizeof(int64_t));
-    if (kind == MST_DECL_SLICE) {
+    if (ndim > 0)
+        memcpy(storage, shape, (size_t)ndim * sizeof(int64_t));
+    if (kind == MST_DECL_SLICE && ndim > 0) {
         memcpy(storage + (size_t)ndim * sizeof(int64_t), start, (size_t)ndim * sizeof(int64_t));
         memcpy(storage + 2 * (size_t)ndim * sizeof(int64_t), count,
                (size_t)ndim * sizeof(int64_t));
+    }
+    if (kind == MST_DECL_SLICE) {
         t->start = (const int64_t *)storage + ndim;
         t->count = (const int64_t *)storage + 2 * (size_t)ndim;
     }
@@ -876,7 +879,8 @@ static int commit_set(mst_writer *w)
     if (mst_agree(comm, &local, res))
         goto out;
     if (meta) {
-        memcpy(meta, w->meta, w->nmeta * sizeof *meta);
+        if (w->nmeta)
+            memcpy(meta, w->meta, w->nmeta * sizeof *meta);
         nmeta = w->nmeta;
         if (!has_format) {
             meta[nmeta].key = "format";
