@@ -88,6 +88,15 @@ typedef struct mst_header {
 int mst_header_decode(mst_header *h, const char *json, size_t n, uint64_t data_len,
                       mst_err *err);
 void mst_header_free(mst_header *h);
+
+/*
+ * The reader's checks on the first 8 bytes of a file of file_size bytes (the
+ * reference's order: too small, too large, past the end). On success *n is
+ * the header length N and the data buffer is file_size - 8 - N bytes.
+ * `len8` may be NULL when file_size < 8.
+ */
+int mst_header_check_length(uint64_t file_size, const unsigned char *len8, uint64_t *n,
+                            mst_err *err);
 /* Index of tensor `name`, or (size_t)-1. */
 size_t mst_header_find(const mst_header *h, const char *name, size_t len);
 
