@@ -762,7 +762,8 @@ static int validate(mst_header *h, uint64_t data_len, mst_err *err)
         const mst_header_tensor *b = &h->tensors[h->by_name[i]];
         if (cmp_name(a->name, a->name_len, b->name, b->name_len) == 0)
             return mst_err_set(err, MST_ERR_DUPLICATE_NAME,
-                               "tensor %s appears twice in the header (file offsets %zu and %zu)",
+                               "duplicate tensor name: tensor %s appears twice in the header (file offsets %zu "
+                               "and %zu)",
                                mst_quote(q, sizeof q, a->name, a->name_len, MST_QUOTE_LIMIT),
                                a->pos < b->pos ? a->pos : b->pos, a->pos < b->pos ? b->pos : a->pos);
     }
@@ -770,7 +771,7 @@ static int validate(mst_header *h, uint64_t data_len, mst_err *err)
         qsort(h->meta, h->nmeta, sizeof *h->meta, cmp_meta);
         for (size_t i = 1; i < h->nmeta; i++)
             if (cmp_meta(&h->meta[i - 1], &h->meta[i]) == 0)
-                return mst_err_set(err, MST_ERR_FORMAT, "\"__metadata__\" key %s appears twice",
+                return mst_err_set(err, MST_ERR_FORMAT, "duplicate metadata key: \"__metadata__\" key %s appears twice",
                                    mst_quote(q, sizeof q, h->meta[i].key, h->meta[i].key_len,
                                              MST_QUOTE_LIMIT));
     }
@@ -785,8 +786,8 @@ static int validate(mst_header *h, uint64_t data_len, mst_err *err)
                               : t->begin > start ? "a hole before it"
                                                  : "it overlaps the previous tensor";
             return mst_err_set(err, MST_ERR_OFFSETS,
-                               "tensor %s (file offset %zu): data_offsets [%llu, %llu] but the "
-                               "data must continue at %llu: %s",
+                               "invalid offsets: tensor %s (file offset %zu): data_offsets [%llu, "
+                               "%llu] but the data must continue at %llu: %s",
                                q, t->pos, (unsigned long long)t->begin,
                                (unsigned long long)t->end, (unsigned long long)start, why);
         }
@@ -798,21 +799,21 @@ static int validate(mst_header *h, uint64_t data_len, mst_err *err)
         }
         if (overflow || (bits && nel > UINT64_MAX / bits))
             return mst_err_set(err, MST_ERR_SIZE_OVERFLOW,
-                               "tensor %s (file offset %zu): element count or bit size of its "
-                               "shape overflows 64 bits",
+                               "size overflow: tensor %s (file offset %zu): element count or bit "
+                               "size of its shape overflows 64 bits",
                                q, t->pos);
         nbits = nel * bits;
         put_shape(shape, sizeof shape, t);
         if (nbits % 8)
             return mst_err_set(err, MST_ERR_PARTIAL_BYTES,
-                               "tensor %s (file offset %zu): %s %s is %llu bits, not a whole "
-                               "number of bytes",
+                               "partial bytes: tensor %s (file offset %zu): %s %s is %llu bits, "
+                               "not a whole number of bytes",
                                q, t->pos, mst_dtype_name(t->dtype), shape,
                                (unsigned long long)nbits);
         if (t->end - t->begin != nbits / 8)
             return mst_err_set(err, MST_ERR_OFFSETS,
-                               "tensor %s (file offset %zu): data_offsets [%llu, %llu] span %llu "
-                               "bytes but %s %s needs %llu",
+                               "size mismatch: tensor %s (file offset %zu): data_offsets [%llu, "
+                               "%llu] span %llu bytes but %s %s needs %llu",
                                q, t->pos, (unsigned long long)t->begin,
                                (unsigned long long)t->end,
                                (unsigned long long)(t->end - t->begin), mst_dtype_name(t->dtype),
@@ -822,8 +823,8 @@ static int validate(mst_header *h, uint64_t data_len, mst_err *err)
     h->data_len = start;
     if (data_len != UINT64_MAX && start != data_len)
         return mst_err_set(err, MST_ERR_OFFSETS,
-                           "the tensors end at data offset %llu but the data buffer is %llu "
-                           "bytes (%s)",
+                           "incomplete buffer: the tensors end at data offset %llu but the data "
+                           "buffer is %llu bytes (%s)",
                            (unsigned long long)start, (unsigned long long)data_len,
                            start < data_len ? "trailing bytes after the last tensor"
                                             : "the file is shorter than its header says");
@@ -845,7 +846,7 @@ int mst_header_decode(mst_header *h, const char *json, size_t n, uint64_t data_l
     bad = mst_utf8_check(json, n);
     if (bad != n)
         return mst_err_set(err, MST_ERR_INVALID_UTF8,
-                           "invalid header at file offset %zu: not valid UTF-8", 8 + bad);
+                           "header not UTF-8: invalid byte at file offset %zu", 8 + bad);
     h->strings = malloc(n + 1);
     if (!h->strings)
         return mst_err_set(err, MST_ERR_NO_MEMORY, "out of memory decoding the header");

@@ -65,15 +65,15 @@ bad("len_past_eof", "FORMAT", "invalid header length", image(b"{}      ", n=9))
 bad("len_zero", "FORMAT", "at file offset 8: the header must be a JSON object", image(b""))
 
 # --- UTF-8 ----------------------------------------------------------------------
-bad("utf8_invalid_byte", "INVALID_UTF8", "file offset 10: not valid UTF-8",
+bad("utf8_invalid_byte", "INVALID_UTF8", "header not UTF-8: invalid byte at file offset 10",
     image(pad(b'{"\xff":' + A4.encode() + b"}"), b"\0" * 4))
-bad("utf8_overlong", "INVALID_UTF8", "not valid UTF-8",
+bad("utf8_overlong", "INVALID_UTF8", "header not UTF-8",
     image(pad(b'{"\xc0\xaf":' + A4.encode() + b"}"), b"\0" * 4))
-bad("utf8_surrogate", "INVALID_UTF8", "not valid UTF-8",
+bad("utf8_surrogate", "INVALID_UTF8", "header not UTF-8",
     image(pad(b'{"\xed\xa0\x80":' + A4.encode() + b"}"), b"\0" * 4))
-bad("utf8_truncated", "INVALID_UTF8", "not valid UTF-8",
+bad("utf8_truncated", "INVALID_UTF8", "header not UTF-8",
     image(pad(b'{"__metadata__":{"k":"\xe2\x82"}}')))
-bad("utf8_above_max", "INVALID_UTF8", "not valid UTF-8",
+bad("utf8_above_max", "INVALID_UTF8", "header not UTF-8",
     image(pad(b'{"__metadata__":{"k":"\xf4\x90\x80\x80"}}')))
 
 # --- JSON syntax ----------------------------------------------------------------
@@ -154,31 +154,31 @@ bad("meta_duplicate", "FORMAT", 'duplicate "__metadata__"',
     image(pad('{"__metadata__":{},"__metadata__":{}}')))
 bad("meta_tensor_named_metadata", "FORMAT", "must be an object of strings",
     image(pad('{"__metadata__":["F32",[1],[0,4]]}'), b"\0" * 4))
-bad("meta_duplicate_key", "FORMAT", '"__metadata__" key "k" appears twice',
+bad("meta_duplicate_key", "FORMAT", 'duplicate metadata key: "__metadata__" key "k" appears twice',
     image(pad('{"__metadata__":{"k":"1","k":"2"}}')), reference="ok")
 
 # --- data_offsets against shapes and the file ---------------------------------
 bad("offs_first_not_zero", "OFFSETS", "the first tensor must begin at 0",
     one(ent("F32", [1], 4, 8), 8))
-bad("offs_hole", "OFFSETS", 'tensor "b" (file offset 62): data_offsets [8, 12] but the data must continue at 4: a hole',
+bad("offs_hole", "OFFSETS", 'invalid offsets: tensor "b" (file offset 62): data_offsets [8, 12] but the data must continue at 4: a hole',
     image(pad('{"a":%s,"b":%s}' % (A4, ent("F32", [1], 8, 12))), b"\0" * 12))
 bad("offs_overlap", "OFFSETS", "it overlaps the previous tensor",
     image(pad('{"a":%s,"b":%s}' % (ent("F32", [2], 0, 8), ent("F32", [1], 4, 8))), b"\0" * 8))
 bad("offs_end_before_begin", "OFFSETS", "end before begin",
     image(pad('{"a":%s,"b":%s}' % (A4, ent("F32", [0], 4, 0))), b"\0" * 4))
-bad("offs_size_mismatch", "OFFSETS", "span 4 bytes but F32 [2] needs 8", one(ent("F32", [2], 0, 4), 4))
+bad("offs_size_mismatch", "OFFSETS", "size mismatch: tensor \"a\" (file offset 9): data_offsets [0, 4] span 4 bytes but F32 [2] needs 8", one(ent("F32", [2], 0, 4), 4))
 bad("offs_scalar_mismatch", "OFFSETS", "span 0 bytes but F64 [] needs 8", one(ent("F64", [], 0, 0), 0))
 bad("offs_zero_dim_mismatch", "OFFSETS", "needs 0", one(ent("F32", [4, 0], 0, 4), 4))
-bad("offs_trailing_bytes", "OFFSETS", "trailing bytes after the last tensor", one(A4, 5))
+bad("offs_trailing_bytes", "OFFSETS", "incomplete buffer: the tensors end at data offset 4 but the data buffer is 5 bytes (trailing bytes after the last tensor)", one(A4, 5))
 bad("offs_file_short", "OFFSETS", "the file is shorter than its header says", one(A4, 3))
 bad("offs_no_tensors_trailing", "OFFSETS", "trailing bytes", image(pad("{}"), b"\0"))
-bad("offs_duplicate_name", "DUPLICATE_NAME", 'tensor "a" appears twice in the header',
+bad("offs_duplicate_name", "DUPLICATE_NAME", 'duplicate tensor name: tensor "a" appears twice in the header (file offsets 9 and 62)',
     image(pad('{"a":%s,"a":%s}' % (A4, ent("F32", [1], 4, 8))), b"\0" * 8))
-bad("size_overflow_elements", "SIZE_OVERFLOW", "overflows 64 bits",
+bad("size_overflow_elements", "SIZE_OVERFLOW", "size overflow: tensor \"a\" (file offset 9)",
     one(ent("U8", [4294967296, 4294967296, 2], 0, 0), 0))
 bad("size_overflow_bits", "SIZE_OVERFLOW", "overflows 64 bits",
     one(ent("F64", [2147483648, 2147483648], 0, 0), 0))
-bad("partial_f4_odd", "PARTIAL_BYTES", "F4 [3] is 12 bits, not a whole number of bytes",
+bad("partial_f4_odd", "PARTIAL_BYTES", "partial bytes: tensor \"a\" (file offset 9): F4 [3] is 12 bits, not a whole number of bytes",
     one(ent("F4", [3], 0, 1), 1))
 bad("partial_f6", "PARTIAL_BYTES", "F6_E2M3 [1] is 6 bits", one(ent("F6_E2M3", [1], 0, 1), 1))
 
