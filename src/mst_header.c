@@ -461,9 +461,22 @@ static int parse_dtype(parser *p, mst_header_tensor *t)
         return fail_tensor(p, MST_ERR_UNKNOWN_DTYPE, t, what);
     }
     t->dtype = d;
-    if (as_map && (expect(p, ':', "\"dtype\": expected ':'") ||
-                   (skip_ws(p), skip_literal(p, "null")) ||
-                   expect(p, '}', "\"dtype\": expected '}' after a one-entry variant map")))
+    if (!as_map)
+        return MST_OK;
+    /* serde reads a unit variant's value as (): null, or an empty map */
+    if (expect(p, ':', "\"dtype\": expected ':'"))
+        return p->err->code;
+    skip_ws(p);
+    if (p->i < p->n && p->s[p->i] == '{') {
+        p->i++;
+        if (expect(p, '}', "\"dtype\": a unit variant's value must be null or {}"))
+            return p->err->code;
+    } else if (p->n - p->i < 4 || memcmp(p->s + p->i, "null", 4) != 0) {
+        return fail_tensor(p, MST_ERR_FORMAT, t, "\"dtype\": a unit variant's value must be null or {}");
+    } else {
+        p->i += 4;
+    }
+    if (expect(p, '}', "\"dtype\": expected '}' after a one-entry variant map"))
         return p->err->code;
     return MST_OK;
 }

@@ -138,6 +138,9 @@ bad("type_array_entry_long", "FORMAT", "tensor array: expected exactly 3 element
     one('["F32",[1],[0,4],1]', 4))
 bad("type_dtype_map_two_keys", "FORMAT", "one-entry variant map",
     one(A4.replace('"F32"', '{"F32":null,"F16":null}'), 4))
+bad("type_dtype_map_value", "FORMAT", "a unit variant's value must be null or {}",
+    one(A4.replace('"F32"', '{"F32":1}'), 4))
+bad("type_dtype_map_empty", "FORMAT", '"dtype": expected a string', one(A4.replace('"F32"', '{}'), 4))
 bad("dtype_unknown", "UNKNOWN_DTYPE", 'unknown dtype "F33"', one(A4.replace("F32", "F33"), 4))
 bad("dtype_lowercase", "UNKNOWN_DTYPE", 'unknown dtype "f32"', one(A4.replace("F32", "f32"), 4))
 bad("dtype_torch_name", "UNKNOWN_DTYPE", 'unknown dtype "float32"', one(A4.replace("F32", "float32"), 4))
@@ -204,6 +207,7 @@ good("ok_tensors_any_order", image(pad('{"b":%s,"__metadata__":{"k":"v"},"a":%s}
     ent("F32", [1], 4, 8), A4)), b"\0" * 8))
 good("ok_array_entry", one('["F32",[1],[0,4]]', 4))
 good("ok_dtype_variant_map", one(A4.replace('"F32"', '{ "F32" : null }'), 4))
+good("ok_dtype_variant_map_empty", one(A4.replace('"F32"', '{"F32":{}}'), 4))
 good("ok_empty_name", image(pad('{"":%s}' % A4), b"\0" * 4))
 good("ok_name_nul_unicode", image(pad('{"a\\u0000b\\u00e9\\ud83d\\ude00":%s,"日":%s}' % (
     A4, ent("U8", [1], 4, 5))), b"\0" * 5))
