@@ -55,7 +55,8 @@ def corpus():
             check(r.returncode == 0 and r.stdout == b"" and err == "",
                   "%s: --check exit %d %s" % (name, r.returncode, err))
             t = run(path)
-            last = t.stdout.decode("utf-8").splitlines()[-1]
+            lines = t.stdout.decode("utf-8").splitlines()
+            last = lines[-1] if lines else ""
             check(t.returncode == 0 and " tensors, " in last and "data starts at byte" in last,
                   "%s: table summary %r" % (name, last))
         else:
