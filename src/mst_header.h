@@ -82,8 +82,11 @@ typedef struct mst_header {
  * file whose data buffer is data_len bytes (pass UINT64_MAX to skip the check
  * that the last tensor ends exactly at the end of the file). Every rule of
  * the reference reader after the length checks, plus duplicate names and
- * keys and integers above MST_MAX_OFFSET. Positions in messages are file
- * offsets (8 + index into json). On failure *h is freed and zeroed.
+ * keys and integers above MST_MAX_OFFSET. It accepts what serde accepts
+ * where the reference does: an entry as the array [dtype, shape, offsets], a
+ * dtype as {"F32": null} or {"F32": {}}, unknown fields, any key order, 127
+ * levels of nesting. Messages start with the rule and give file offsets
+ * (8 + index into json). On failure *h is freed and zeroed.
  */
 int mst_header_decode(mst_header *h, const char *json, size_t n, uint64_t data_len,
                       mst_err *err);
