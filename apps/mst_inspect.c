@@ -2,13 +2,12 @@
  *
  *   mst-inspect [--json | --check] FILE
  *
- * Exit status: 0 valid, 1 invalid or unreadable (reason on stderr), 2 usage. */
+ * Exit status: 0 valid, 1 invalid or unreadable (reason on stderr), 2 usage.
+ * Uses only the public reader API; reads the header, never the data. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cjson/cJSON.h>
 
 #include "mst.h"
 
@@ -90,11 +89,12 @@ static void print_table(FILE *out, const char *path, const mst_reader *r)
     size_t n = mst_reader_metadata_count(r);
     for (size_t i = 0; i < n; i++) {
         const char *k, *v;
-        mst_reader_metadata(r, i, &k, &v);
+        size_t klen, vlen;
+        mst_reader_metadata_len(r, i, &k, &klen, &v, &vlen);
         fputs("metadata ", out);
-        put_json_string(out, k, strlen(k));
+        put_json_string(out, k, klen);
         fputs(" = ", out);
-        put_json_string(out, v, strlen(v));
+        put_json_string(out, v, vlen);
         fputc('\n', out);
     }
     n = mst_reader_count(r);
@@ -114,101 +114,44 @@ static void print_table(FILE *out, const char *path, const mst_reader *r)
     print_summary(out, path, r);
 }
 
-static cJSON *json_u64(uint64_t v)
+/* --json is streamed, not built as a tree: a 100 MB header holds millions
+ * of tensors. Strings go through put_json_string (NUL bytes as \u0000). */
+static void print_json(FILE *out, const char *path, const mst_reader *r)
 {
-    char buf[24];
-    snprintf(buf, sizeof buf, "%" PRIu64, v);
-    return cJSON_CreateRaw(buf); /* cJSON's doubles would print large values with exponents */
-}
-
-static cJSON *json_string(const char *s, size_t len)
-{
-    if (strlen(s) == len)
-        return cJSON_CreateString(s);
-    /* a name with an embedded NUL (from a \u0000 escape): escape it ourselves */
-    {
-        size_t cap = len * 6 + 3, o = 0;
-        char *buf = malloc(cap);
-        cJSON *item;
-        if (!buf)
-            return NULL;
-        buf[o++] = '"';
-        for (size_t i = 0; i < len; i++) {
-            unsigned char c = (unsigned char)s[i];
-            if (c == '"' || c == '\\')
-                o += (size_t)snprintf(buf + o, cap - o, "\\%c", c);
-            else if (c < 0x20)
-                o += (size_t)snprintf(buf + o, cap - o, "\\u%04x", c);
-            else
-                buf[o++] = (char)c;
-        }
-        buf[o++] = '"';
-        buf[o] = '\0';
-        item = cJSON_CreateRaw(buf);
-        free(buf);
-        return item;
-    }
-}
-
-static int print_json(FILE *out, const char *path, const mst_reader *r)
-{
-    cJSON *root = cJSON_CreateObject(), *meta = cJSON_CreateObject(), *list = cJSON_CreateArray();
-    char *text;
-    size_t n;
-    if (!root || !meta || !list)
-        goto oom;
-    cJSON_AddItemToObject(root, "file", cJSON_CreateString(path));
-    cJSON_AddItemToObject(root, "valid", cJSON_CreateTrue());
-    cJSON_AddItemToObject(root, "header_size", json_u64(mst_reader_header_size(r)));
-    cJSON_AddItemToObject(root, "data_start", json_u64(mst_reader_data_start(r)));
-    cJSON_AddItemToObject(root, "data_size", json_u64(mst_reader_data_size(r)));
-    cJSON_AddItemToObject(root, "tensor_count", json_u64(mst_reader_count(r)));
-    n = mst_reader_metadata_count(r);
+    size_t n = mst_reader_metadata_count(r);
+    fputs("{\n  \"file\": ", out);
+    put_json_string(out, path, strlen(path));
+    fprintf(out,
+            ",\n  \"valid\": true,\n  \"header_size\": %" PRIu64 ",\n  \"data_start\": %" PRIu64
+            ",\n  \"data_size\": %" PRIu64 ",\n  \"tensor_count\": %zu,\n  \"metadata\": {",
+            mst_reader_header_size(r), mst_reader_data_start(r), mst_reader_data_size(r),
+            mst_reader_count(r));
     for (size_t i = 0; i < n; i++) {
         const char *k, *v;
-        mst_reader_metadata(r, i, &k, &v);
-        cJSON_AddItemToObject(meta, k, cJSON_CreateString(v));
+        size_t klen, vlen;
+        mst_reader_metadata_len(r, i, &k, &klen, &v, &vlen);
+        fputs(i ? ",\n    " : "\n    ", out);
+        put_json_string(out, k, klen);
+        fputs(": ", out);
+        put_json_string(out, v, vlen);
     }
-    cJSON_AddItemToObject(root, "metadata", meta);
-    meta = NULL;
+    fputs(n ? "\n  },\n  \"tensors\": [" : "},\n  \"tensors\": [", out);
     n = mst_reader_count(r);
     for (size_t i = 0; i < n; i++) {
         mst_tensor_info t;
-        cJSON *e = cJSON_CreateObject(), *shape = cJSON_CreateArray(), *offs = cJSON_CreateArray();
-        if (!e || !shape || !offs) {
-            cJSON_Delete(e);
-            cJSON_Delete(shape);
-            cJSON_Delete(offs);
-            goto oom;
-        }
         mst_reader_tensor(r, i, &t);
+        fputs(i ? ",\n    {\"name\": " : "\n    {\"name\": ", out);
+        put_json_string(out, t.name, t.name_len);
+        fprintf(out, ", \"dtype\": \"%s\", \"shape\": ", mst_dtype_name(t.dtype));
+        fputc('[', out);
         for (int d = 0; d < t.ndim; d++)
-            cJSON_AddItemToArray(shape, json_u64((uint64_t)t.shape[d]));
-        cJSON_AddItemToArray(offs, json_u64(t.begin));
-        cJSON_AddItemToArray(offs, json_u64(t.end));
-        cJSON_AddItemToObject(e, "name", json_string(t.name, t.name_len));
-        cJSON_AddItemToObject(e, "dtype", cJSON_CreateString(mst_dtype_name(t.dtype)));
-        cJSON_AddItemToObject(e, "shape", shape);
-        cJSON_AddItemToObject(e, "elements", json_u64(shape_elements(&t)));
-        cJSON_AddItemToObject(e, "data_offsets", offs);
-        cJSON_AddItemToObject(e, "bytes", json_u64(t.end - t.begin));
-        cJSON_AddItemToArray(list, e);
+            fprintf(out, "%s%" PRId64, d ? ", " : "", t.shape[d]);
+        fprintf(out,
+                "], \"elements\": %" PRIu64 ", \"data_offsets\": [%" PRIu64 ", %" PRIu64
+                "], \"bytes\": %" PRIu64 "}",
+                shape_elements(&t), t.begin, t.end, t.end - t.begin);
     }
-    cJSON_AddItemToObject(root, "tensors", list);
-    list = NULL;
-    text = cJSON_Print(root);
-    cJSON_Delete(root);
-    if (!text)
-        goto oom_done;
-    fprintf(out, "%s\n", text);
-    cJSON_free(text);
-    return 0;
-oom:
-    cJSON_Delete(root);
-    cJSON_Delete(meta);
-    cJSON_Delete(list);
-oom_done:
-    return -1;
+    fputs(n ? "\n  ]\n}\n" : "]\n}\n", out);
 }
 
 /* The tool as a function, so tests can call it with their own streams. */
@@ -250,27 +193,20 @@ int inspect_main(int argc, char **argv, FILE *out, FILE *err)
         fprintf(err, "mst-inspect: %s: invalid (%s): %s\n", path, mst_strerror(rc),
                 r ? mst_reader_error(r) : "out of memory");
         if (json) {
-            cJSON *o = cJSON_CreateObject();
-            char *text;
-            cJSON_AddItemToObject(o, "file", cJSON_CreateString(path));
-            cJSON_AddItemToObject(o, "valid", cJSON_CreateFalse());
-            cJSON_AddItemToObject(o, "code", cJSON_CreateNumber(rc));
-            cJSON_AddItemToObject(o, "error", cJSON_CreateString(r ? mst_reader_error(r) : ""));
-            text = cJSON_Print(o);
-            if (text)
-                fprintf(out, "%s\n", text);
-            cJSON_free(text);
-            cJSON_Delete(o);
+            const char *msg = r ? mst_reader_error(r) : "out of memory";
+            fputs("{\n  \"file\": ", out);
+            put_json_string(out, path, strlen(path));
+            fprintf(out, ",\n  \"valid\": false,\n  \"code\": %d,\n  \"code_name\": ", rc);
+            put_json_string(out, mst_strerror(rc), strlen(mst_strerror(rc)));
+            fputs(",\n  \"error\": ", out);
+            put_json_string(out, msg, strlen(msg));
+            fputs("\n}\n", out);
         }
         mst_reader_free(&r);
         return 1;
     }
     if (json) {
-        if (print_json(out, path, r) != 0) {
-            fprintf(err, "mst-inspect: out of memory\n");
-            mst_reader_free(&r);
-            return 1;
-        }
+        print_json(out, path, r);
     } else if (!check) {
         print_table(out, path, r);
     }

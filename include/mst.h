@@ -324,6 +324,12 @@ typedef struct mst_tensor_info {
  * Local. Opens `path`, reads its header (never its data) and validates the
  * file by every rule of the reference reader, plus: duplicate tensor names,
  * duplicate metadata keys, and integers above MST_MAX_OFFSET are rejected.
+ * Only regular files are read (a FIFO or device is MST_ERR_IO, never a hang).
+ * Codes: MST_ERR_IO, MST_ERR_FORMAT (length, JSON, types, fields),
+ * MST_ERR_HEADER_TOO_LARGE, MST_ERR_INVALID_UTF8, MST_ERR_UNKNOWN_DTYPE,
+ * MST_ERR_DUPLICATE_NAME, MST_ERR_SIZE_OVERFLOW, MST_ERR_PARTIAL_BYTES,
+ * MST_ERR_OFFSETS, MST_ERR_NO_MEMORY. The message names the rule, the tensor
+ * and the file offset.
  * On success *r is a new handle. On failure *r is, where memory allowed, a
  * handle holding only the message (mst_reader_error) and must still be freed;
  * otherwise NULL.
@@ -337,11 +343,18 @@ MST_API const char *mst_reader_error(const mst_reader *r);
 /* Local. Number of tensors; tensor i (in data offset order) into *out. */
 MST_API size_t mst_reader_count(const mst_reader *r);
 MST_API int mst_reader_tensor(const mst_reader *r, size_t i, mst_tensor_info *out);
-/* Local. Looks a tensor up by name: MST_OK, or MST_ERR_NOT_FOUND. */
+/* Local. Looks a tensor up by name: MST_OK, or MST_ERR_NOT_FOUND. The _len
+ * form takes the name's length, for names with "\u0000" escapes. The
+ * strings in *out belong to the reader (valid until mst_reader_free). */
 MST_API int mst_reader_find(const mst_reader *r, const char *name, mst_tensor_info *out);
+MST_API int mst_reader_find_len(const mst_reader *r, const char *name, size_t name_len,
+                                mst_tensor_info *out);
 /* Local. "__metadata__" entries, sorted by key. */
 MST_API size_t mst_reader_metadata_count(const mst_reader *r);
 MST_API int mst_reader_metadata(const mst_reader *r, size_t i, const char **key, const char **value);
+/* Local. The same with lengths (keys and values may contain NUL bytes). */
+MST_API int mst_reader_metadata_len(const mst_reader *r, size_t i, const char **key,
+                                    size_t *key_len, const char **value, size_t *value_len);
 /* Local. Header length N (padding included) and the file offset where the
  * data buffer starts (8 + N); total bytes of the data buffer. */
 MST_API uint64_t mst_reader_header_size(const mst_reader *r);
@@ -353,6 +366,13 @@ MST_API uint64_t mst_reader_data_size(const mst_reader *r);
  * MST_ERR_IO if the file is shorter than its header says or a read fails.
  */
 MST_API int mst_reader_read(mst_reader *r, const char *name, uint64_t offset, void *buf, uint64_t len);
+/* Local. The same for a name of name_len bytes, and for tensor number i (in
+ * data offset order, as mst_reader_tensor). A whole tensor is offset 0 and
+ * len = end - begin. An unknown name or index is MST_ERR_NOT_FOUND. */
+MST_API int mst_reader_read_len(mst_reader *r, const char *name, size_t name_len,
+                                uint64_t offset, void *buf, uint64_t len);
+MST_API int mst_reader_read_index(mst_reader *r, size_t i, uint64_t offset, void *buf,
+                                  uint64_t len);
 
 #ifdef __cplusplus
 }

@@ -99,7 +99,10 @@ int mst_header_encode(mst_buf *out, const mst_kv *meta, size_t nmeta,
 /* ------------------------------------------------------------------------ */
 /* Decoder                                                                   */
 
-#define JSON_MAX_DEPTH 128 /* serde_json's recursion limit */
+/* serde_json's recursion limit: 128, counted down on entering each array or
+ * object and failing when it reaches 0, so 127 levels parse and the 128th
+ * (the top-level object counts) is "recursion limit exceeded". */
+#define JSON_MAX_DEPTH 127
 
 typedef struct parser {
     const char *s;
@@ -110,6 +113,7 @@ typedef struct parser {
     size_t str_used;  /* bytes used in h->strings */
     size_t tcap, mcap, dcap, ndims;
     size_t *dim_off;  /* per tensor: index of its shape in h->dims */
+    char q[MST_QUOTE_MAX]; /* scratch for quoted names in messages */
 } parser;
 
 static int fail(parser *p, int code, const char *what)
@@ -367,7 +371,7 @@ static int skip_value(parser *p, int depth)
     if (c == '{' || c == '[') {
         char close = c == '{' ? '}' : ']';
         if (depth <= 0)
-            return fail(p, MST_ERR_FORMAT, "nesting deeper than 128 levels");
+            return fail(p, MST_ERR_FORMAT, "recursion limit exceeded (128 nesting levels)");
         p->i++;
         skip_ws(p);
         if (p->i < p->n && p->s[p->i] == close) {
@@ -417,19 +421,123 @@ static int push_dim(parser *p, uint64_t v)
     return MST_OK;
 }
 
+static const char *tensor_q(parser *p, const mst_header_tensor *t)
+{
+    return mst_quote(p->q, sizeof p->q, t->name, t->name_len, MST_QUOTE_LIMIT);
+}
+
+/* fail() with "tensor NAME: " in front of the reason. */
+static int fail_tensor(parser *p, int code, const mst_header_tensor *t, const char *what)
+{
+    char msg[MST_QUOTE_MAX + 160];
+    snprintf(msg, sizeof msg, "tensor %s: %s", tensor_q(p, t), what);
+    return fail(p, code, msg);
+}
+
+/* "dtype": a variant name, or the single-key map {"F32": null} that serde
+ * also accepts for a unit enum variant. */
+static int parse_dtype(parser *p, mst_header_tensor *t)
+{
+    char *dt;
+    size_t dlen, at, mark = p->str_used;
+    int as_map = 0;
+    mst_dtype d;
+    skip_ws(p);
+    if (p->i < p->n && p->s[p->i] == '{') {
+        as_map = 1;
+        p->i++;
+        skip_ws(p);
+    }
+    at = p->i;
+    if (p->i >= p->n || p->s[p->i] != '"')
+        return fail_tensor(p, MST_ERR_FORMAT, t, "\"dtype\": expected a string");
+    if (parse_string(p, 1, &dt, &dlen))
+        return p->err->code;
+    p->str_used = mark;
+    if (strlen(dt) != dlen || mst_dtype_from_name(dt, &d) != MST_OK) {
+        char qd[64], what[128];
+        p->i = at;
+        snprintf(what, sizeof what, "unknown dtype %s", mst_quote(qd, sizeof qd, dt, dlen, 32));
+        return fail_tensor(p, MST_ERR_UNKNOWN_DTYPE, t, what);
+    }
+    t->dtype = d;
+    if (!as_map)
+        return MST_OK;
+    /* serde reads a unit variant's value as (): null, or an empty map */
+    if (expect(p, ':', "\"dtype\": expected ':'"))
+        return p->err->code;
+    skip_ws(p);
+    if (p->i < p->n && p->s[p->i] == '{') {
+        p->i++;
+        if (expect(p, '}', "\"dtype\": a unit variant's value must be null or {}"))
+            return p->err->code;
+    } else if (p->n - p->i < 4 || memcmp(p->s + p->i, "null", 4) != 0) {
+        return fail_tensor(p, MST_ERR_FORMAT, t, "\"dtype\": a unit variant's value must be null or {}");
+    } else {
+        p->i += 4;
+    }
+    if (expect(p, '}', "\"dtype\": expected '}' after a one-entry variant map"))
+        return p->err->code;
+    return MST_OK;
+}
+
+static int parse_shape(parser *p, mst_header_tensor *t, size_t *dim_off)
+{
+    if (expect(p, '[', "\"shape\": expected an array"))
+        return p->err->code;
+    *dim_off = p->ndims;
+    t->ndim = 0;
+    skip_ws(p);
+    if (p->i < p->n && p->s[p->i] == ']') {
+        p->i++;
+        return MST_OK;
+    }
+    for (;;) {
+        uint64_t v;
+        if (parse_uint(p, "shape", &v) || push_dim(p, v))
+            return p->err->code;
+        if (t->ndim == UINT32_MAX)
+            return fail_tensor(p, MST_ERR_FORMAT, t, "\"shape\": too many dimensions");
+        t->ndim++;
+        skip_ws(p);
+        if (p->i < p->n && p->s[p->i] == ',') {
+            p->i++;
+            continue;
+        }
+        return expect(p, ']', "\"shape\": expected ',' or ']'");
+    }
+}
+
+static int parse_offsets(parser *p, mst_header_tensor *t)
+{
+    if (expect(p, '[', "\"data_offsets\": expected an array of two integers") ||
+        parse_uint(p, "data_offsets", &t->begin) ||
+        expect(p, ',', "\"data_offsets\": expected two integers") ||
+        parse_uint(p, "data_offsets", &t->end) ||
+        expect(p, ']', "\"data_offsets\": expected exactly two integers"))
+        return p->err->code;
+    return MST_OK;
+}
+
+/* A tensor entry: an object with dtype, shape, data_offsets (in any order,
+ * unknown fields ignored, each field once), or, as serde also accepts for a
+ * struct, an array of exactly those three values in that order. */
 static int parse_entry(parser *p, mst_header_tensor *t, size_t *dim_off, int depth)
 {
     int have_dtype = 0, have_shape = 0, have_offsets = 0;
-    char q[MST_QUOTE_MAX];
-    char what[MST_QUOTE_MAX + 96];
     skip_ws(p);
-    if (p->i >= p->n || p->s[p->i] != '{') {
-        snprintf(what, sizeof what, "tensor %s: expected an object",
-                 mst_quote(q, sizeof q, t->name, t->name_len, MST_QUOTE_LIMIT));
-        return fail(p, MST_ERR_FORMAT, what);
-    }
+    if (p->i >= p->n || (p->s[p->i] != '{' && p->s[p->i] != '['))
+        return fail_tensor(p, MST_ERR_FORMAT, t, "expected an object");
     if (depth <= 0)
-        return fail(p, MST_ERR_FORMAT, "nesting deeper than 128 levels");
+        return fail(p, MST_ERR_FORMAT, "recursion limit exceeded (128 nesting levels)");
+    if (p->s[p->i] == '[') {
+        p->i++;
+        if (parse_dtype(p, t) || expect(p, ',', "tensor array: expected 3 elements") ||
+            parse_shape(p, t, dim_off) || expect(p, ',', "tensor array: expected 3 elements") ||
+            parse_offsets(p, t) || expect(p, ']', "tensor array: expected exactly 3 elements"))
+            return p->err->code;
+        return MST_OK;
+    }
     p->i++;
     skip_ws(p);
     if (p->i < p->n && p->s[p->i] == '}') {
@@ -447,65 +555,25 @@ static int parse_entry(parser *p, mst_header_tensor *t, size_t *dim_off, int dep
                 return p->err->code;
             p->str_used = mark;
             if (klen == 5 && memcmp(key, "dtype", 5) == 0) {
-                char *dt;
-                size_t dlen;
-                mst_dtype d;
                 if (have_dtype++) {
                     p->i = key_at;
-                    return fail(p, MST_ERR_FORMAT, "duplicate field \"dtype\"");
+                    return fail_tensor(p, MST_ERR_FORMAT, t, "duplicate field \"dtype\"");
                 }
-                skip_ws(p);
-                key_at = p->i;
-                if (parse_string(p, 1, &dt, &dlen))
+                if (parse_dtype(p, t))
                     return p->err->code;
-                p->str_used = mark;
-                if (strlen(dt) != dlen || mst_dtype_from_name(dt, &d) != MST_OK) {
-                    char qd[64];
-                    p->i = key_at;
-                    snprintf(what, sizeof what, "tensor %s: unknown dtype %s",
-                             mst_quote(q, sizeof q, t->name, t->name_len, MST_QUOTE_LIMIT),
-                             mst_quote(qd, sizeof qd, dt, dlen, 32));
-                    return fail(p, MST_ERR_UNKNOWN_DTYPE, what);
-                }
-                t->dtype = d;
             } else if (klen == 5 && memcmp(key, "shape", 5) == 0) {
                 if (have_shape++) {
                     p->i = key_at;
-                    return fail(p, MST_ERR_FORMAT, "duplicate field \"shape\"");
+                    return fail_tensor(p, MST_ERR_FORMAT, t, "duplicate field \"shape\"");
                 }
-                if (expect(p, '[', "\"shape\": expected an array"))
+                if (parse_shape(p, t, dim_off))
                     return p->err->code;
-                *dim_off = p->ndims;
-                t->ndim = 0;
-                skip_ws(p);
-                if (p->i < p->n && p->s[p->i] == ']') {
-                    p->i++;
-                } else {
-                    for (;;) {
-                        uint64_t v;
-                        if (parse_uint(p, "shape", &v) || push_dim(p, v))
-                            return p->err->code;
-                        t->ndim++;
-                        skip_ws(p);
-                        if (p->i < p->n && p->s[p->i] == ',') {
-                            p->i++;
-                            continue;
-                        }
-                        if (expect(p, ']', "\"shape\": expected ',' or ']'"))
-                            return p->err->code;
-                        break;
-                    }
-                }
             } else if (klen == 12 && memcmp(key, "data_offsets", 12) == 0) {
                 if (have_offsets++) {
                     p->i = key_at;
-                    return fail(p, MST_ERR_FORMAT, "duplicate field \"data_offsets\"");
+                    return fail_tensor(p, MST_ERR_FORMAT, t, "duplicate field \"data_offsets\"");
                 }
-                if (expect(p, '[', "\"data_offsets\": expected an array of two integers") ||
-                    parse_uint(p, "data_offsets", &t->begin) ||
-                    expect(p, ',', "\"data_offsets\": expected two integers") ||
-                    parse_uint(p, "data_offsets", &t->end) ||
-                    expect(p, ']', "\"data_offsets\": expected exactly two integers"))
+                if (parse_offsets(p, t))
                     return p->err->code;
             } else if (skip_value(p, depth - 1)) {
                 return p->err->code;
@@ -521,10 +589,10 @@ static int parse_entry(parser *p, mst_header_tensor *t, size_t *dim_off, int dep
         }
     }
     if (!have_dtype || !have_shape || !have_offsets) {
-        snprintf(what, sizeof what, "tensor %s: missing field \"%s\"",
-                 mst_quote(q, sizeof q, t->name, t->name_len, MST_QUOTE_LIMIT),
+        char what[64];
+        snprintf(what, sizeof what, "missing field \"%s\"",
                  !have_dtype ? "dtype" : !have_shape ? "shape" : "data_offsets");
-        return fail(p, MST_ERR_FORMAT, what);
+        return fail_tensor(p, MST_ERR_FORMAT, t, what);
     }
     return MST_OK;
 }
@@ -538,7 +606,7 @@ static int parse_metadata(parser *p, int depth)
     if (p->i >= p->n || p->s[p->i] != '{')
         return fail(p, MST_ERR_FORMAT, "\"__metadata__\" must be an object of strings");
     if (depth <= 0)
-        return fail(p, MST_ERR_FORMAT, "nesting deeper than 128 levels");
+        return fail(p, MST_ERR_FORMAT, "recursion limit exceeded (128 nesting levels)");
     p->i++;
     skip_ws(p);
     if (p->i < p->n && p->s[p->i] == '}') {
@@ -707,7 +775,8 @@ static int validate(mst_header *h, uint64_t data_len, mst_err *err)
         const mst_header_tensor *b = &h->tensors[h->by_name[i]];
         if (cmp_name(a->name, a->name_len, b->name, b->name_len) == 0)
             return mst_err_set(err, MST_ERR_DUPLICATE_NAME,
-                               "tensor %s appears twice in the header (file offsets %zu and %zu)",
+                               "duplicate tensor name: tensor %s appears twice in the header (file offsets %zu "
+                               "and %zu)",
                                mst_quote(q, sizeof q, a->name, a->name_len, MST_QUOTE_LIMIT),
                                a->pos < b->pos ? a->pos : b->pos, a->pos < b->pos ? b->pos : a->pos);
     }
@@ -715,7 +784,7 @@ static int validate(mst_header *h, uint64_t data_len, mst_err *err)
         qsort(h->meta, h->nmeta, sizeof *h->meta, cmp_meta);
         for (size_t i = 1; i < h->nmeta; i++)
             if (cmp_meta(&h->meta[i - 1], &h->meta[i]) == 0)
-                return mst_err_set(err, MST_ERR_FORMAT, "\"__metadata__\" key %s appears twice",
+                return mst_err_set(err, MST_ERR_FORMAT, "duplicate metadata key: \"__metadata__\" key %s appears twice",
                                    mst_quote(q, sizeof q, h->meta[i].key, h->meta[i].key_len,
                                              MST_QUOTE_LIMIT));
     }
@@ -730,8 +799,8 @@ static int validate(mst_header *h, uint64_t data_len, mst_err *err)
                               : t->begin > start ? "a hole before it"
                                                  : "it overlaps the previous tensor";
             return mst_err_set(err, MST_ERR_OFFSETS,
-                               "tensor %s (file offset %zu): data_offsets [%llu, %llu] but the "
-                               "data must continue at %llu: %s",
+                               "invalid offsets: tensor %s (file offset %zu): data_offsets [%llu, "
+                               "%llu] but the data must continue at %llu: %s",
                                q, t->pos, (unsigned long long)t->begin,
                                (unsigned long long)t->end, (unsigned long long)start, why);
         }
@@ -743,21 +812,21 @@ static int validate(mst_header *h, uint64_t data_len, mst_err *err)
         }
         if (overflow || (bits && nel > UINT64_MAX / bits))
             return mst_err_set(err, MST_ERR_SIZE_OVERFLOW,
-                               "tensor %s (file offset %zu): element count or bit size of its "
-                               "shape overflows 64 bits",
+                               "size overflow: tensor %s (file offset %zu): element count or bit "
+                               "size of its shape overflows 64 bits",
                                q, t->pos);
         nbits = nel * bits;
         put_shape(shape, sizeof shape, t);
         if (nbits % 8)
             return mst_err_set(err, MST_ERR_PARTIAL_BYTES,
-                               "tensor %s (file offset %zu): %s %s is %llu bits, not a whole "
-                               "number of bytes",
+                               "partial bytes: tensor %s (file offset %zu): %s %s is %llu bits, "
+                               "not a whole number of bytes",
                                q, t->pos, mst_dtype_name(t->dtype), shape,
                                (unsigned long long)nbits);
         if (t->end - t->begin != nbits / 8)
             return mst_err_set(err, MST_ERR_OFFSETS,
-                               "tensor %s (file offset %zu): data_offsets [%llu, %llu] span %llu "
-                               "bytes but %s %s needs %llu",
+                               "size mismatch: tensor %s (file offset %zu): data_offsets [%llu, "
+                               "%llu] span %llu bytes but %s %s needs %llu",
                                q, t->pos, (unsigned long long)t->begin,
                                (unsigned long long)t->end,
                                (unsigned long long)(t->end - t->begin), mst_dtype_name(t->dtype),
@@ -767,8 +836,8 @@ static int validate(mst_header *h, uint64_t data_len, mst_err *err)
     h->data_len = start;
     if (data_len != UINT64_MAX && start != data_len)
         return mst_err_set(err, MST_ERR_OFFSETS,
-                           "the tensors end at data offset %llu but the data buffer is %llu "
-                           "bytes (%s)",
+                           "incomplete buffer: the tensors end at data offset %llu but the data "
+                           "buffer is %llu bytes (%s)",
                            (unsigned long long)start, (unsigned long long)data_len,
                            start < data_len ? "trailing bytes after the last tensor"
                                             : "the file is shorter than its header says");
@@ -790,7 +859,7 @@ int mst_header_decode(mst_header *h, const char *json, size_t n, uint64_t data_l
     bad = mst_utf8_check(json, n);
     if (bad != n)
         return mst_err_set(err, MST_ERR_INVALID_UTF8,
-                           "invalid header at file offset %zu: not valid UTF-8", 8 + bad);
+                           "header not UTF-8: invalid byte at file offset %zu", 8 + bad);
     h->strings = malloc(n + 1);
     if (!h->strings)
         return mst_err_set(err, MST_ERR_NO_MEMORY, "out of memory decoding the header");
@@ -805,6 +874,33 @@ int mst_header_decode(mst_header *h, const char *json, size_t n, uint64_t data_l
         mst_header_free(h);
         return code;
     }
+    return MST_OK;
+}
+
+int mst_header_check_length(uint64_t file_size, const unsigned char *len8, uint64_t *n,
+                            mst_err *err)
+{
+    uint64_t v = 0;
+    mst_err_clear(err);
+    if (file_size < 8 || !len8)
+        return mst_err_set(err, MST_ERR_FORMAT,
+                           "header too small: the file is %llu bytes, less than the 8-byte "
+                           "header length",
+                           (unsigned long long)file_size);
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | len8[i];
+    if (v > MST_MAX_HEADER_SIZE)
+        return mst_err_set(err, MST_ERR_HEADER_TOO_LARGE,
+                           "header too large: the header length at file offset 0 is %llu, above "
+                           "the %u-byte limit",
+                           (unsigned long long)v, MST_MAX_HEADER_SIZE);
+    if (v > file_size - 8)
+        return mst_err_set(err, MST_ERR_FORMAT,
+                           "invalid header length: %llu bytes of header would end at file "
+                           "offset %llu, past the end of the file (%llu bytes)",
+                           (unsigned long long)v, (unsigned long long)(8 + v),
+                           (unsigned long long)file_size);
+    *n = v;
     return MST_OK;
 }
 

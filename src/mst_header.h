@@ -82,12 +82,24 @@ typedef struct mst_header {
  * file whose data buffer is data_len bytes (pass UINT64_MAX to skip the check
  * that the last tensor ends exactly at the end of the file). Every rule of
  * the reference reader after the length checks, plus duplicate names and
- * keys and integers above MST_MAX_OFFSET. Positions in messages are file
- * offsets (8 + index into json). On failure *h is freed and zeroed.
+ * keys and integers above MST_MAX_OFFSET. It accepts what serde accepts
+ * where the reference does: an entry as the array [dtype, shape, offsets], a
+ * dtype as {"F32": null} or {"F32": {}}, unknown fields, any key order, 127
+ * levels of nesting. Messages start with the rule and give file offsets
+ * (8 + index into json). On failure *h is freed and zeroed.
  */
 int mst_header_decode(mst_header *h, const char *json, size_t n, uint64_t data_len,
                       mst_err *err);
 void mst_header_free(mst_header *h);
+
+/*
+ * The reader's checks on the first 8 bytes of a file of file_size bytes (the
+ * reference's order: too small, too large, past the end). On success *n is
+ * the header length N and the data buffer is file_size - 8 - N bytes.
+ * `len8` may be NULL when file_size < 8.
+ */
+int mst_header_check_length(uint64_t file_size, const unsigned char *len8, uint64_t *n,
+                            mst_err *err);
 /* Index of tensor `name`, or (size_t)-1. */
 size_t mst_header_find(const mst_header *h, const char *name, size_t len);
 

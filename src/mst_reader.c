@@ -52,35 +52,24 @@ static int open_file(mst_reader *r, const char *path)
     char *json;
     uint64_t n = 0;
     mst_quote(qp, sizeof qp, path, strlen(path), 400);
-    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO without a writer would block forever; it is
+     * refused below like any other file that is not a regular file. */
+    r->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (r->fd < 0)
         return mst_err_set(&r->last, MST_ERR_IO, "cannot open %s: %s", qp, strerror(errno));
     if (fstat(r->fd, &st) != 0)
         return mst_err_set(&r->last, MST_ERR_IO, "cannot stat %s: %s", qp, strerror(errno));
     if (S_ISDIR(st.st_mode))
         return mst_err_set(&r->last, MST_ERR_IO, "%s is a directory", qp);
+    if (!S_ISREG(st.st_mode))
+        return mst_err_set(&r->last, MST_ERR_IO,
+                           "%s is not a regular file (a FIFO, socket or device)", qp);
     r->file_size = (uint64_t)st.st_size;
-    if (r->file_size < 8)
-        return mst_err_set(&r->last, MST_ERR_FORMAT,
-                           "header too small: the file is %llu bytes, less than the 8-byte "
-                           "header length",
-                           (unsigned long long)r->file_size);
-    if (read_full(r->fd, len8, 8, 0) != 0)
+    if (r->file_size >= 8 && read_full(r->fd, len8, 8, 0) != 0)
         return mst_err_set(&r->last, MST_ERR_IO, "reading %s failed: %s", qp,
                            errno ? strerror(errno) : "unexpected end of file");
-    for (int i = 7; i >= 0; i--)
-        n = (n << 8) | len8[i];
-    if (n > MST_MAX_HEADER_SIZE)
-        return mst_err_set(&r->last, MST_ERR_HEADER_TOO_LARGE,
-                           "header too large: the header length at file offset 0 is %llu, above "
-                           "the %u-byte limit",
-                           (unsigned long long)n, MST_MAX_HEADER_SIZE);
-    if (n > r->file_size - 8)
-        return mst_err_set(&r->last, MST_ERR_FORMAT,
-                           "invalid header length: %llu bytes of header would end at file "
-                           "offset %llu, past the end of the file (%llu bytes)",
-                           (unsigned long long)n, (unsigned long long)(8 + n),
-                           (unsigned long long)r->file_size);
+    if (mst_header_check_length(r->file_size, r->file_size >= 8 ? len8 : NULL, &n, &r->last))
+        return r->last.code;
     r->header_size = n;
     json = malloc(n ? n : 1);
     if (!json)
@@ -160,16 +149,24 @@ int mst_reader_tensor(const mst_reader *r, size_t i, mst_tensor_info *out)
     return MST_OK;
 }
 
-int mst_reader_find(const mst_reader *r, const char *name, mst_tensor_info *out)
+int mst_reader_find_len(const mst_reader *r, const char *name, size_t name_len,
+                        mst_tensor_info *out)
 {
     size_t i;
-    if (!r || !name || !out)
+    if (!r || (!name && name_len) || !out)
         return MST_ERR_INVALID_ARGUMENT;
-    i = mst_header_find(&r->h, name, strlen(name));
+    i = mst_header_find(&r->h, name ? name : "", name_len);
     if (i == (size_t)-1)
         return MST_ERR_NOT_FOUND;
     fill_info(&r->h.tensors[i], out);
     return MST_OK;
+}
+
+int mst_reader_find(const mst_reader *r, const char *name, mst_tensor_info *out)
+{
+    if (!name)
+        return MST_ERR_INVALID_ARGUMENT;
+    return mst_reader_find_len(r, name, strlen(name), out);
 }
 
 size_t mst_reader_metadata_count(const mst_reader *r)
@@ -183,6 +180,18 @@ int mst_reader_metadata(const mst_reader *r, size_t i, const char **key, const c
         return MST_ERR_INVALID_ARGUMENT;
     *key = r->h.meta[i].key;
     *value = r->h.meta[i].value;
+    return MST_OK;
+}
+
+int mst_reader_metadata_len(const mst_reader *r, size_t i, const char **key, size_t *key_len,
+                            const char **value, size_t *value_len)
+{
+    if (!r || !key || !key_len || !value || !value_len || i >= r->h.nmeta)
+        return MST_ERR_INVALID_ARGUMENT;
+    *key = r->h.meta[i].key;
+    *key_len = r->h.meta[i].key_len;
+    *value = r->h.meta[i].value;
+    *value_len = r->h.meta[i].value_len;
     return MST_OK;
 }
 
@@ -201,27 +210,61 @@ uint64_t mst_reader_data_size(const mst_reader *r)
     return r ? r->h.data_len : 0;
 }
 
-int mst_reader_read(mst_reader *r, const char *name, uint64_t offset, void *buf, uint64_t len)
+static int read_tensor(mst_reader *r, const mst_header_tensor *t, uint64_t offset, void *buf,
+                       uint64_t len)
 {
     char q[MST_QUOTE_MAX];
-    const mst_header_tensor *t;
-    size_t i;
-    if (!r || !name || (!buf && len))
-        return MST_ERR_INVALID_ARGUMENT;
-    if (r->fd < 0)
-        return mst_err_set(&r->last, MST_ERR_STATE, "the reader has no valid file open");
-    i = mst_header_find(&r->h, name, strlen(name));
-    mst_quote(q, sizeof q, name, strlen(name), MST_QUOTE_LIMIT);
-    if (i == (size_t)-1)
-        return mst_err_set(&r->last, MST_ERR_NOT_FOUND, "no tensor %s in the file", q);
-    t = &r->h.tensors[i];
-    if (offset > t->end - t->begin || len > t->end - t->begin - offset)
+    uint64_t size = t->end - t->begin;
+    mst_quote(q, sizeof q, t->name, t->name_len, MST_QUOTE_LIMIT);
+    if (offset > size || len > size - offset)
         return mst_err_set(&r->last, MST_ERR_RANGE,
                            "tensor %s has %llu bytes; cannot read %llu bytes at %llu", q,
-                           (unsigned long long)(t->end - t->begin), (unsigned long long)len,
+                           (unsigned long long)size, (unsigned long long)len,
                            (unsigned long long)offset);
     if (read_full(r->fd, buf, len, 8 + r->header_size + t->begin + offset) != 0)
         return mst_err_set(&r->last, MST_ERR_IO, "reading tensor %s failed: %s", q,
-                           errno ? strerror(errno) : "the file ended early");
+                           errno ? strerror(errno) : "the file ended early (truncated since it was opened?)");
     return MST_OK;
+}
+
+static int check_open(mst_reader *r)
+{
+    if (r->fd < 0)
+        return mst_err_set(&r->last, MST_ERR_STATE, "the reader has no valid file open");
+    return MST_OK;
+}
+
+int mst_reader_read_len(mst_reader *r, const char *name, size_t name_len, uint64_t offset,
+                        void *buf, uint64_t len)
+{
+    char q[MST_QUOTE_MAX];
+    size_t i;
+    if (!r || (!name && name_len) || (!buf && len))
+        return MST_ERR_INVALID_ARGUMENT;
+    if (check_open(r))
+        return r->last.code;
+    i = mst_header_find(&r->h, name ? name : "", name_len);
+    if (i == (size_t)-1)
+        return mst_err_set(&r->last, MST_ERR_NOT_FOUND, "no tensor %s in the file",
+                           mst_quote(q, sizeof q, name ? name : "", name_len, MST_QUOTE_LIMIT));
+    return read_tensor(r, &r->h.tensors[i], offset, buf, len);
+}
+
+int mst_reader_read(mst_reader *r, const char *name, uint64_t offset, void *buf, uint64_t len)
+{
+    if (!name)
+        return MST_ERR_INVALID_ARGUMENT;
+    return mst_reader_read_len(r, name, strlen(name), offset, buf, len);
+}
+
+int mst_reader_read_index(mst_reader *r, size_t i, uint64_t offset, void *buf, uint64_t len)
+{
+    if (!r || (!buf && len))
+        return MST_ERR_INVALID_ARGUMENT;
+    if (check_open(r))
+        return r->last.code;
+    if (i >= r->h.ntensors)
+        return mst_err_set(&r->last, MST_ERR_NOT_FOUND, "no tensor number %zu (the file has %zu)",
+                           i, r->h.ntensors);
+    return read_tensor(r, &r->h.tensors[i], offset, buf, len);
 }
