@@ -1,6 +1,8 @@
-/* mst-inspect: list and validate a safetensors file.
+/* mst-inspect: list and validate a safetensors file, or a whole Hugging Face
+ * multi-file set through its index.
  *
  *   mst-inspect [--json | --check] FILE
+ *   mst-inspect [--check] model.safetensors.index.json
  *
  * Exit status: 0 valid, 1 invalid or unreadable (reason on stderr), 2 usage.
  * Uses only the public reader API; reads the header, never the data. */
@@ -10,6 +12,7 @@
 #include <string.h>
 
 #include "mst.h"
+#include "set_check.h"
 
 static void usage(FILE *err)
 {
@@ -19,6 +22,9 @@ static void usage(FILE *err)
             "  reference reader (plus: duplicate names, integers above 2^53).\n"
             "  --json   machine-readable output\n"
             "  --check  validate only; print nothing on success\n"
+            "  A FILE ending in .json is a Hugging Face index: the whole set is checked\n"
+            "  (every shard valid, every weight_map entry in its shard, no tensor missing\n"
+            "  or in two shards, metadata.total_size right).\n"
             "exit status: 0 valid, 1 invalid, 2 usage\n");
 }
 
@@ -187,6 +193,13 @@ int inspect_main(int argc, char **argv, FILE *out, FILE *err)
     if (!path || (json && check)) {
         usage(err);
         return 2;
+    }
+    if (strlen(path) > 5 && !strcmp(path + strlen(path) - 5, ".json")) {
+        if (json) {
+            fprintf(err, "mst-inspect: --json is for single files, not for an index\n");
+            return 2;
+        }
+        return mst_inspect_index(path, check, out, err);
     }
     rc = mst_reader_open(&r, path);
     if (rc != MST_OK) {

@@ -25,6 +25,7 @@ import reference_set as rset  # noqa: E402
 import reference_writer as ref  # noqa: E402
 
 MERGE = os.environ["MST_MERGE"]
+INSPECT = os.environ["MST_INSPECT"]
 MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
 failures = []
 
@@ -116,6 +117,64 @@ def case_roundtrip(np, work):
               os.path.join(many, "model.safetensors"))
     check(r.returncode == 1 and "part of the set in the output directory" in r.stderr,
           "merging a set into its own directory: %r" % r.stderr)
+
+
+def inspect(*args):
+    return subprocess.run([INSPECT] + list(args), capture_output=True, text=True, timeout=300)
+
+
+def case_validate(work):
+    """mst-inspect on an index checks the whole set."""
+    spec = make_spec(14, 30)
+    d = os.path.join(work, "valid")
+    os.makedirs(d)
+    names = rset.write_set(spec, 3000, d)
+    index = os.path.join(d, "model.safetensors.index.json")
+    r = inspect(index)
+    check(r.returncode == 0 and "%d shards" % (len(names) - 1) in r.stdout and "valid" in r.stdout,
+          "a valid set: exit %d: %s %s" % (r.returncode, r.stdout, r.stderr))
+    r = inspect("--check", index)
+    check(r.returncode == 0 and r.stdout == "", "--check of a valid set: %r" % r.stdout)
+    with open(index) as f:
+        good = json.load(f)
+
+    def broken(what, edit, needle):
+        bad = os.path.join(work, what.replace(" ", "_"))
+        shutil.copytree(d, bad)
+        edit(bad)
+        r = inspect(os.path.join(bad, "model.safetensors.index.json"))
+        check(r.returncode == 1 and needle in r.stderr and "invalid set" in r.stderr,
+              "%s: exit %d: %s" % (what, r.returncode, r.stderr))
+
+    def set_index(bad, data):
+        with open(os.path.join(bad, "model.safetensors.index.json"), "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+
+    broken("missing shard", lambda b: os.remove(os.path.join(b, names[1])),
+           "shard %s: " % names[1])
+    wrong = json.loads(json.dumps(good))
+    wrong["metadata"]["total_size"] += 1
+    broken("wrong total", lambda b: set_index(b, wrong),
+           "metadata.total_size is %d" % wrong["metadata"]["total_size"])
+    # a tensor of a shard of several tensors, also written into the next shard
+    k = [i for i in range(len(names) - 2)
+         if list(good["weight_map"].values()).count(names[i]) >= 2][0]
+    first = [t for t in spec["tensors"] if good["weight_map"][t["name"]] == names[k]][0]
+    second = [t for t in spec["tensors"] if good["weight_map"][t["name"]] == names[k + 1]]
+
+    def two_shards(b):
+        ref.write({"metadata": [["format", "pt"]], "tensors": second + [first]},
+                  os.path.join(b, names[k + 1]))
+    broken("tensor in two shards", two_shards,
+           'tensor "%s" is in both %s and %s' % (first["name"], names[k + 1], names[k]))
+    ghost = json.loads(json.dumps(good))
+    ghost["weight_map"]["ghost"] = names[0]
+    broken("entry not in its shard", lambda b: set_index(b, ghost),
+           'tensor "ghost" is not in %s' % names[0])
+    lost = json.loads(json.dumps(good))
+    del lost["weight_map"][first["name"]]
+    broken("tensor missing from the weight map", lambda b: set_index(b, lost),
+           'tensor "%s" of %s is missing from the weight_map' % (first["name"], names[k]))
 
 
 def write_files(d, files):
@@ -221,6 +280,7 @@ def main():
         case_roundtrip(np, work)
     elif what == "failures":
         case_failures(np, work)
+        case_validate(work)
     else:
         return 2
     if failures:
