@@ -24,6 +24,8 @@ import reference_writer as ref  # noqa: E402
 
 MERGE = os.environ["MST_MERGE"]
 MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
+# a command put in front of mst-merge inside mpirun (valgrind in the memory checks)
+LAUNCHER = os.environ.get("MST_TOOL_LAUNCHER", "").split()
 failures = []
 
 
@@ -34,7 +36,7 @@ def check(cond, what):
 
 
 def merge(np, *args, timeout=600):
-    cmd = [MPIEXEC, "-n", str(np), MERGE] + list(args)
+    cmd = [MPIEXEC, "-n", str(np)] + LAUNCHER + [MERGE] + list(args)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 

@@ -27,6 +27,8 @@ import reference_writer as ref  # noqa: E402
 MERGE = os.environ["MST_MERGE"]
 INSPECT = os.environ["MST_INSPECT"]
 MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
+# a command put in front of mst-merge inside mpirun (valgrind in the memory checks)
+LAUNCHER = os.environ.get("MST_TOOL_LAUNCHER", "").split()
 failures = []
 
 
@@ -37,7 +39,8 @@ def check(cond, what):
 
 
 def merge(np, *args):
-    return subprocess.run([MPIEXEC, "-n", str(np), MERGE] + list(args), capture_output=True,
+    return subprocess.run([MPIEXEC, "-n", str(np)] + LAUNCHER + [MERGE] + list(args),
+                          capture_output=True,
                           text=True, timeout=600)
 
 
