@@ -263,7 +263,9 @@ MST_API int mst_writer_set_staging(mst_writer *w, size_t bytes);
  * files and the journal. A crash in between leaves no loadable set (never a
  * mix of old and new shards); mst_set_recover() (or `mst-merge --recover DIR`)
  * then restores the previous set or finishes the new one. A save refuses to
- * start while a journal is left (MST_ERR_STATE).
+ * start while a journal is left (MST_ERR_STATE). Two saves into one directory
+ * switch one after the other: rank 0 holds an fcntl lock on
+ * "<dir>/.mst-set.lock" (left in place) during the switch.
  */
 MST_API int mst_writer_set_max_shard_size(mst_writer *w, uint64_t max_bytes);
 

@@ -357,8 +357,54 @@ int mst_set_check_dir(const char *dir, mst_err *err)
     return MST_OK;
 }
 
+/* Two saves into one directory must not interleave their switches: rank 0
+ * holds a POSIX record lock on "<dir>/.mst-set.lock" around it (fcntl locks
+ * work across nodes on NFSv4 and on Lustre mounted with flock). */
+static int lock_dir(const char *dir)
+{
+    char *p = join(dir, ".mst-set.lock", NULL);
+    struct flock fl;
+    int fd = p ? open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644) : -1;
+    free(p);
+    if (fd < 0)
+        return -1;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    while (fcntl(fd, F_SETLKW, &fl) != 0) {
+        if (errno != EINTR) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+    }
+    return fd;
+}
+
+static int set_commit_locked(const char *dir, int n, char **tmps, const mst_buf *index,
+                             int durable, mst_err *err);
+
 int mst_set_commit(const char *dir, int n, char **tmps, const mst_buf *index, int durable,
                    mst_err *err)
+{
+    char q[520];
+    int fd = lock_dir(dir), rc;
+    mst_quote(q, sizeof q, dir, strlen(dir), 400);
+    if (fd < 0)
+        return mst_err_set(err, MST_ERR_IO, "rank 0: locking %s/.mst-set.lock failed: %s", q,
+                           strerror(errno));
+    /* a journal now is one a crashed save left while we were writing */
+    if (mst_set_check_dir(dir, err) != MST_OK)
+        rc = err->code;
+    else
+        rc = set_commit_locked(dir, n, tmps, index, durable, err);
+    close(fd); /* releases the lock */
+    return rc;
+}
+
+static int set_commit_locked(const char *dir, int n, char **tmps, const mst_buf *index,
+                             int durable, mst_err *err)
 {
     journal j;
     char *index_path = NULL, *index_tmp = NULL, q[520];
