@@ -227,6 +227,36 @@ MST_API void mst_writer_free(mst_writer **w);
 MST_API const char *mst_writer_error(const mst_writer *w);
 
 /* ------------------------------------------------------------------------ */
+/* Temporary files left by crashed saves                                      */
+
+/* Every temporary file of a save is named "<target>" MST_TEMP_MARK
+ * "<host>.<pid>.<16 hex digits>" (host: the short host name of rank 0, pid:
+ * its process id). While the save runs, rank 0 holds an fcntl
+ * open-file-description write lock on byte 2^62 of it; the kernel drops the
+ * lock when the process ends, however it ends (kill -9 included). */
+#define MST_TEMP_MARK ".tmp-mst."
+
+enum mst_temp_verdict {
+    MST_TEMP_NOT_TEMP = 0,  /* not a regular file named like a temporary file */
+    MST_TEMP_IN_USE = 1,    /* a running save may own it: kept */
+    MST_TEMP_ABANDONED = 2  /* no save owns it: removed (unless dry_run) */
+};
+
+/*
+ * Local, no MPI. Decides whether `path` is a temporary file that no running
+ * save owns and, unless dry_run, removes it. It is abandoned when its lock
+ * can be taken and either (a) it was made on this host by a process that no
+ * longer exists, or (b) it was made on another host and was last modified
+ * more than min_age_s seconds ago (some parallel file systems keep locks
+ * node-local). On a file system without fcntl locks only (a) applies. The
+ * file is removed while the cleaner holds its lock, and a writer checks
+ * after locking that its name still refers to its file, so a save starting
+ * at that moment picks a new name instead of losing its file.
+ * Returns MST_OK (verdict in *verdict) or MST_ERR_IO / MST_ERR_INVALID_ARGUMENT.
+ */
+MST_API int mst_temp_clean(const char *path, int min_age_s, int dry_run, int *verdict);
+
+/* ------------------------------------------------------------------------ */
 /* Reader: validate a safetensors file and read tensors back (local, no MPI)  */
 
 typedef struct mst_reader mst_reader;

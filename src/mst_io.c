@@ -475,22 +475,34 @@ int mst_io_commit(const char *tmp, const char *path, uint64_t expected_size, int
         return mst_err_set(err, MST_ERR_IO,
                            "rank 0: temporary file %s has %llu bytes, expected %llu", qt,
                            (unsigned long long)st.st_size, (unsigned long long)expected_size);
-    if (rename(tmp, path) != 0)
-        return mst_err_set(err, MST_ERR_IO, "rank 0: rename of %s to %s failed: %s", qt, qp,
-                           strerror(errno));
-    if (!durable)
-        return MST_OK;
-    dir = dir_of(path);
-    if (!dir)
-        return mst_err_set(err, MST_ERR_NO_MEMORY,
-                           "rank 0: out of memory after renaming to %s (directory not synced)", qp);
-    qpath(qd, sizeof qd, dir);
-    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(dir);
-    if (fd < 0 || fsync(fd) != 0) {
+    /* Everything that can fail without touching the target comes first: the
+     * directory is opened before the rename, so only its fsync can fail after. */
+    fd = -1;
+    if (durable) {
+        dir = dir_of(path);
+        if (!dir)
+            return mst_err_set(err, MST_ERR_NO_MEMORY, "rank 0: out of memory");
+        qpath(qd, sizeof qd, dir);
+        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        free(dir);
+        if (fd < 0)
+            return mst_err_set(err, MST_ERR_IO,
+                               "rank 0: opening directory %s (to fsync it after the rename) "
+                               "failed: %s",
+                               qd, strerror(errno));
+    }
+    if (rename(tmp, path) != 0) {
         int e = errno;
         if (fd >= 0)
             close(fd);
+        return mst_err_set(err, MST_ERR_IO, "rank 0: rename of %s to %s failed: %s", qt, qp,
+                           strerror(e));
+    }
+    if (!durable)
+        return MST_OK;
+    if (fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
         return mst_err_set(err, MST_ERR_IO,
                            "rank 0: %s is complete and in place, but fsync of directory %s "
                            "failed (%s): the rename may not survive a crash",

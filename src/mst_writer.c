@@ -15,6 +15,7 @@
 #include "mst_header.h"
 #include "mst_io.h"
 #include "mst_plan.h"
+#include "mst_temp.h"
 
 enum writer_state { WRITER_OPEN, WRITER_DONE, WRITER_FAILED_OPEN };
 
@@ -500,7 +501,7 @@ static int commit(mst_writer *w)
     char *tmp = NULL;
     MPI_File fh = MPI_FILE_NULL;
     write_list writes;
-    int opts[2], agreed_opts[2], rc, have_tmp = 0;
+    int opts[2], agreed_opts[2], rc, have_tmp = 0, lock_fd = -1;
 
     memset(&g, 0, sizeof g);
     memset(&plan, 0, sizeof plan);
@@ -546,15 +547,15 @@ static int commit(mst_writer *w)
             uint64_t data_start = 8 + plan.header.len;
             expected = data_start + plan.data_len;
             all = malloc((g.ndecls ? g.ndecls : 1) * sizeof *all);
-            tmp = mst_io_temp_name(w->path);
-            if (!all || !tmp) {
+            if (!all) {
                 mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory");
-            } else {
+            } else if (mst_temp_create(w->path, &tmp, &lock_fd, &local) == MST_OK) {
+                /* created and locked (the lock marks it as owned, for mst-clean) */
+                have_tmp = 1;
                 for (size_t i = 0; i < g.ndecls; i++)
                     all[i] = plan.begin[i] == MST_PLAN_SKIP ? MST_PLAN_SKIP
                                                             : data_start + plan.begin[i];
-                if (mst_io_open(tmp, 1, w->hints, 0, &fh, &local) == MST_OK)
-                    have_tmp = 1;
+                mst_io_open(tmp, 0, w->hints, 0, &fh, &local);
             }
         }
     }
@@ -605,6 +606,7 @@ out:
     mst_plan_free(&plan);
     free(offsets);
     free(all);
+    mst_temp_release(&lock_fd); /* after the rename or the removal */
     free(tmp);
     return res->code;
 }
