@@ -439,9 +439,16 @@ int mst_io_sync_close(MPI_File *fh, int sync, int rank, mst_err *err)
         rc = MPI_File_sync(*fh);
         e = errno;
         if (rc != MPI_SUCCESS) {
+            int cls = 0;
             describe(rc, e, why, sizeof why);
-            mst_err_set(err, MST_ERR_IO, "rank %d: MPI_File_sync of the temporary file failed: %s",
-                        rank, why);
+            MPI_Error_class(rc, &cls);
+            /* OMPIO 4.1 answers a sync with MPI_ERR_OTHER when a collective
+             * write on this rank failed earlier but was reported as success */
+            mst_err_set(err, MST_ERR_IO, "rank %d: MPI_File_sync of the temporary file failed: %s%s",
+                        rank, why,
+                        cls == MPI_ERR_OTHER ? " (an earlier collective write on this rank may "
+                                               "have failed unreported)"
+                                             : "");
             MPI_File_close(fh);
             *fh = MPI_FILE_NULL;
             return err->code;

@@ -476,14 +476,17 @@ static int write_strided(mst_writer *w, const char *tmp, const write_list *l, ms
         /* after a failure, keep taking part with nothing to write */
         mst_io_write_boxes(w->comm, fh, tmp, boxes, local.code ? 0 : n, w->rank, &local);
     }
-    if (w->fsync && local.code == MST_OK && (rc = MPI_File_sync(fh)) != MPI_SUCCESS)
-        mst_err_set(&local, MST_ERR_IO,
-                    "rank %d: MPI_File_sync of the shared handle of the temporary file failed",
+    /* No MPI_File_sync on this shared handle: OMPIO 4.1's vulcan swallows a
+     * failed pwritev on an aggregator (success, full count) but leaves a
+     * request pending, and MPI_File_sync then fails on that rank alone before
+     * its barrier, so the other ranks hang in theirs. Closing is one barrier
+     * on every rank, whatever happened; the data is flushed by the per-rank
+     * handle's sync in the commit (fsync covers every descriptor of the
+     * file), which is where such a hidden failure surfaces. */
+    rc = MPI_File_close(&fh);
+    if (rc != MPI_SUCCESS && local.code == MST_OK)
+        mst_err_set(&local, MST_ERR_IO, "rank %d: MPI_File_close of the shared handle failed",
                     w->rank);
-    else if (w->fsync && local.code != MST_OK)
-        MPI_File_sync(fh); /* collective: every rank calls it */
-    if (MPI_File_close(&fh) != MPI_SUCCESS && local.code == MST_OK)
-        mst_err_set(&local, MST_ERR_IO, "rank %d: closing the shared handle failed", w->rank);
     free(boxes);
     free(what);
     *err = local;
