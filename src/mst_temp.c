@@ -115,6 +115,29 @@ static int parse_name(const char *path, char *host, size_t cap, long *pid)
     return 0;
 }
 
+/* Whether process pid exists on this host and has not ended: a zombie (ended,
+ * not yet reaped; common in containers whose init does not reap) counts as
+ * ended. /proc where it exists, else kill(pid, 0). */
+static int process_alive(long pid)
+{
+    char path[64], buf[512];
+    FILE *f;
+    if (kill((pid_t)pid, 0) != 0 && errno != EPERM)
+        return 0;
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    f = fopen(path, "r");
+    if (f) {
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        const char *paren;
+        fclose(f);
+        buf[n] = '\0';
+        paren = strrchr(buf, ')'); /* "pid (comm) S ..." where comm may hold spaces */
+        if (paren && (paren[1] == ' ') && (paren[2] == 'Z' || paren[2] == 'X'))
+            return 0;
+    }
+    return 1;
+}
+
 static void short_host(char *host, size_t cap)
 {
     if (gethostname(host, cap) != 0)
@@ -149,7 +172,7 @@ int mst_temp_clean(const char *path, int min_age_s, int dry_run, int *verdict)
     short_host(me, sizeof me);
     same_host = strcmp(host, me) == 0;
     if (same_host)
-        alive = kill((pid_t)pid, 0) == 0 || errno == EPERM;
+        alive = process_alive(pid);
     fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return errno == ENOENT ? MST_OK : MST_ERR_IO;

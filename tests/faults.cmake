@@ -28,3 +28,22 @@ foreach(io ${MST_IO_COMPONENTS})
         ENVIRONMENT "${MST_MPI_ENV};OMPI_MCA_io=${io};MST_ASAN_RUNTIME=${MST_LIBASAN}"
         PROCESSORS 4 TIMEOUT 900 LABELS "mpi;${io};faults;slow")
 endforeach()
+
+# kill -9 of one rank or of all ranks at random moments of a save (30 trials
+# under OMPIO, 20 under ROMIO: 50 in all), mst-clean's decisions, and two jobs
+# saving to one target at once.
+set(MST_CRASH_TRIALS_ompio 30)
+set(MST_CRASH_TRIALS_romio321 20)
+foreach(io ${MST_IO_COMPONENTS})
+    set(n ${MST_CRASH_TRIALS_${io}})
+    if(NOT n)
+        set(n 25)
+    endif()
+    add_test(NAME faults.crash.np4.${io}
+        COMMAND ${MST_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/crash_trials.py ${MPIEXEC_EXECUTABLE}
+                $<TARGET_FILE:t_faults> $<TARGET_FILE:mst-clean>
+                ${MST_TEST_WORK}/faults.crash.${io} ${n})
+    set_tests_properties(faults.crash.np4.${io} PROPERTIES
+        ENVIRONMENT "${MST_MPI_ENV};OMPI_MCA_io=${io}"
+        PROCESSORS 4 TIMEOUT 900 LABELS "mpi;${io};faults;slow")
+endforeach()

@@ -109,7 +109,15 @@ static int save(const char *path, int variant, long kib, int durable, char *msg,
         if (!durable)
             mst_writer_set_fsync(w, 0);
         add_content(w, &c, variant, kib);
+        if (rank == 0 && getenv("T_FAULTS_ANNOUNCE")) {
+            printf("committing\n"); /* the crash trials time their kill from here */
+            fflush(stdout);
+        }
         rc = mst_writer_commit(w);
+        if (rank == 0 && getenv("T_FAULTS_ANNOUNCE")) {
+            printf("committed\n");
+            fflush(stdout);
+        }
         free_content(&c);
     }
     snprintf(msg, cap, "%s", w ? mst_writer_error(w) : "");
