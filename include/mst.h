@@ -216,11 +216,26 @@ MST_API int mst_writer_add_metadata(mst_writer *w, const char *key, const char *
  * file appears at `path`, the temporary file is removed, and whatever was at
  * `path` before is untouched. A writer commits once; afterwards only
  * mst_writer_error and mst_writer_free are meaningful.
+ * Errors a rank found in its own declarations (bad dtype, NULL data, an
+ * allocation failure in mst_writer_add...) fail the commit on every rank,
+ * before any file is created.
+ * Every rank of the communicator must call the commit, or none: if one rank
+ * commits while another frees its writer or never commits, the committing
+ * ranks wait in their first collective call until the job is killed (MPI
+ * cannot tell a late rank from one that will never come, and the library sets
+ * no timeouts). Caught at once on every rank instead: a second commit, a
+ * commit after a failed open (MST_ERR_STATE), ranks that disagree on the path
+ * (at open) or on mst_writer_set_fsync (MST_ERR_INVALID_ARGUMENT).
+ * Crashes: if any process dies during the commit, the target is still either
+ * the previous file or the complete new one; a temporary file may remain,
+ * which mst_temp_clean / the mst-clean tool removes. See docs/GUARANTEES.md.
  */
 MST_API int mst_writer_commit(mst_writer *w);
 
 /* Local. NULL-safe; sets *w to NULL. Freeing an uncommitted writer abandons
- * the save (nothing was written). The duplicated communicator is freed. */
+ * the save (nothing was written); do it on every rank, since ranks that
+ * commit instead would wait for this one (see mst_writer_commit). The
+ * duplicated communicator is freed. */
 MST_API void mst_writer_free(mst_writer **w);
 
 /* Local. The detail of the last error on this handle ("" if none). */
