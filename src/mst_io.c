@@ -300,9 +300,9 @@ static int box_type(const mst_io_box *b, MPI_Datatype *t)
 /* The file view of this rank: every box at its offset. */
 static int view_type(const mst_io_box *boxes, size_t n, MPI_Datatype *t)
 {
-    MPI_Datatype *types = malloc(n * sizeof *types);
-    MPI_Aint *disp = malloc(n * sizeof *disp);
-    int *bl = malloc(n * sizeof *bl);
+    MPI_Datatype *types = calloc(n ? n : 1, sizeof *types);
+    MPI_Aint *disp = calloc(n ? n : 1, sizeof *disp);
+    int *bl = calloc(n ? n : 1, sizeof *bl);
     size_t made = 0;
     int rc = MPI_ERR_NO_MEM;
     if (types && disp && bl) {
@@ -426,6 +426,79 @@ int mst_io_write_boxes(MPI_Comm comm, MPI_File fh, const char *path, const mst_i
     if (view != MPI_BYTE)
         MPI_Type_free(&view);
     return failed ? err->code : MST_OK;
+}
+
+int mst_io_verify_boxes(const char *path, MPI_Info hints, const mst_io_box *boxes, size_t n,
+                        int rank, mst_err *err)
+{
+    char why[MPI_MAX_ERROR_STRING + 160], qp[PATH_QUOTE];
+    MPI_File fh = MPI_FILE_NULL;
+    MPI_Datatype view = MPI_BYTE;
+    uint64_t total = 0, at = 0;
+    size_t box = 0;
+    uint64_t in_box = 0;
+    unsigned char *buf = NULL;
+    int rc;
+    for (size_t i = 0; i < n; i++)
+        total += boxes[i].bytes;
+    if (total == 0)
+        return MST_OK;
+    rc = MPI_File_open(MPI_COMM_SELF, path, MPI_MODE_RDONLY, hints, &fh);
+    if (rc == MPI_SUCCESS) {
+        MPI_File_set_errhandler(fh, MPI_ERRORS_RETURN);
+        rc = view_type(boxes, n, &view);
+    }
+    if (rc == MPI_SUCCESS)
+        rc = MPI_File_set_view(fh, 0, MPI_BYTE, view, "native", MPI_INFO_NULL);
+    buf = rc == MPI_SUCCESS ? malloc(total < MST_IO_CHUNK ? total : MST_IO_CHUNK) : NULL;
+    if (rc != MPI_SUCCESS || !buf) {
+        describe(rc, 0, why, sizeof why);
+        mst_err_set(err, buf || rc != MPI_SUCCESS ? MST_ERR_IO : MST_ERR_NO_MEMORY,
+                    "rank %d: reading back the strided boxes of %s failed: %s", rank,
+                    qpath(qp, sizeof qp, path), rc != MPI_SUCCESS ? why : "out of memory");
+        goto out;
+    }
+    while (at < total) {
+        int len = (int)(total - at < MST_IO_CHUNK ? total - at : MST_IO_CHUNK);
+        MPI_Status st;
+        MPI_Count got = 0;
+        rc = MPI_File_read_at(fh, (MPI_Offset)at, buf, len, MPI_BYTE, &st);
+        if (rc != MPI_SUCCESS || MPI_Get_elements_x(&st, MPI_BYTE, &got) != MPI_SUCCESS ||
+            got != len) {
+            describe(rc, 0, why, sizeof why);
+            mst_err_set(err, MST_ERR_IO,
+                        "rank %d: reading back the strided boxes of %s failed: %s%s", rank,
+                        qpath(qp, sizeof qp, path), rc == MPI_SUCCESS ? "short read; " : "", why);
+            goto out;
+        }
+        for (int k = 0; k < len;) {
+            uint64_t take = boxes[box].bytes - in_box;
+            if (take > (uint64_t)(len - k))
+                take = (uint64_t)(len - k);
+            if (memcmp(buf + k, (const char *)boxes[box].data + in_box, take) != 0) {
+                mst_err_set(err, MST_ERR_IO,
+                            "rank %d: the collective write of %s lost data (MPI-IO reported "
+                            "success, but the bytes read back differ; a write on the "
+                            "aggregating rank failed or came up short)",
+                            rank, boxes[box].what);
+                goto out;
+            }
+            k += (int)take;
+            in_box += take;
+            if (in_box == boxes[box].bytes) {
+                box++;
+                in_box = 0;
+            }
+        }
+        at += (uint64_t)len;
+    }
+out:
+    free(buf);
+    if (view != MPI_BYTE)
+        MPI_Type_free(&view);
+    if (fh != MPI_FILE_NULL)
+        MPI_File_close(&fh);
+    return err->code;
 }
 
 int mst_io_sync_close(MPI_File *fh, int sync, int rank, mst_err *err)

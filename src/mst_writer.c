@@ -421,6 +421,34 @@ static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan
     return err->code;
 }
 
+/* The strided boxes of collective round r, in file order; returns how many. */
+static size_t round_boxes(const mst_writer *w, const write_list *l, int r, mst_io_box *boxes,
+                          char (*what)[MST_QUOTE_MAX + 200])
+{
+    size_t n = 0;
+    for (size_t k = 0; k < l->n; k++) {
+        const write_item *it = l->items[k];
+        const local_tensor *t = &w->tensors[it->index];
+        int ndim = (int)t->t.ndim;
+        mst_io_box *b;
+        if (!it->strided || it->round != r)
+            continue;
+        b = &boxes[n];
+        b->offset = it->offset;
+        b->ndim = ndim;
+        b->gb = it->dims;
+        b->cb = it->dims + 2 * (size_t)ndim;
+        b->k = it->layout.k;
+        b->run = it->layout.run;
+        b->bytes = it->layout.bytes;
+        b->data = t->data;
+        describe_tensor(what[n], sizeof what[n], t);
+        b->what = what[n];
+        n++;
+    }
+    return n;
+}
+
 /* Collective: the strided boxes, in rounds, through a handle shared by all
  * ranks. Runs only when some rank has strided boxes. */
 static int write_strided(mst_writer *w, const char *tmp, const write_list *l, mst_err *err)
@@ -452,27 +480,7 @@ static int write_strided(mst_writer *w, const char *tmp, const write_list *l, ms
         return err->code;
     }
     for (int r = 0; r < rounds; r++) {
-        size_t n = 0;
-        for (size_t k = 0; k < l->n; k++) {
-            const write_item *it = l->items[k];
-            const local_tensor *t = &w->tensors[it->index];
-            int ndim = (int)t->t.ndim;
-            mst_io_box *b;
-            if (!it->strided || it->round != r)
-                continue;
-            b = &boxes[n];
-            b->offset = it->offset;
-            b->ndim = ndim;
-            b->gb = it->dims;
-            b->cb = it->dims + 2 * (size_t)ndim;
-            b->k = it->layout.k;
-            b->run = it->layout.run;
-            b->bytes = it->layout.bytes;
-            b->data = t->data;
-            describe_tensor(what[n], sizeof what[n], t);
-            b->what = what[n];
-            n++;
-        }
+        size_t n = round_boxes(w, l, r, boxes, what);
         /* after a failure, keep taking part with nothing to write */
         mst_io_write_boxes(w->comm, fh, tmp, boxes, local.code ? 0 : n, w->rank, &local);
     }
@@ -487,6 +495,11 @@ static int write_strided(mst_writer *w, const char *tmp, const write_list *l, ms
     if (rc != MPI_SUCCESS && local.code == MST_OK)
         mst_err_set(&local, MST_ERR_IO, "rank %d: MPI_File_close of the shared handle failed",
                     w->rank);
+    /* Trust the bytes, not the count: read this rank's boxes back. */
+    for (int r = 0; r < rounds && local.code == MST_OK; r++) {
+        size_t n = round_boxes(w, l, r, boxes, what);
+        mst_io_verify_boxes(tmp, w->hints, boxes, n, w->rank, &local);
+    }
     free(boxes);
     free(what);
     *err = local;
