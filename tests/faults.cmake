@@ -14,6 +14,9 @@ set(MST_LIBASAN "")
 if(MST_ENABLE_SANITIZERS)
     execute_process(COMMAND ${CMAKE_C_COMPILER} -print-file-name=libasan.so
                     OUTPUT_VARIABLE MST_LIBASAN OUTPUT_STRIP_TRAILING_WHITESPACE)
+    set(MST_FAULT_PRELOAD_ENV "${MST_LIBASAN}:$<TARGET_FILE:mst_fault_shim>")
+else()
+    set(MST_FAULT_PRELOAD_ENV "$<TARGET_FILE:mst_fault_shim>")
 endif()
 
 # Every file operation of a 4-rank save, failed in turn, under each component:
@@ -46,4 +49,14 @@ foreach(io ${MST_IO_COMPONENTS})
     set_tests_properties(faults.crash.np4.${io} PROPERTIES
         ENVIRONMENT "${MST_MPI_ENV};OMPI_MCA_io=${io}"
         PROCESSORS 4 TIMEOUT 900 LABELS "mpi;${io};faults;slow")
+endforeach()
+
+# Errors one rank finds before the exchange (bad dtype, NULL data, allocation
+# failure) are agreed: every rank returns them, nothing hangs.
+foreach(np 1 3 4)
+    mst_add_mpi_test(faults.agree ${np}
+        WRAPPER ${CMAKE_CURRENT_SOURCE_DIR}/with_dirs.sh ${MST_TEST_WORK}/@T@ --
+        COMMAND ${CMAKE_COMMAND} -E env "LD_PRELOAD=${MST_FAULT_PRELOAD_ENV}"
+                $<TARGET_FILE:t_faults> agree ${MST_TEST_WORK}/@T@
+        LABELS faults TIMEOUT 120)
 endforeach()
