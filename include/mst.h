@@ -118,6 +118,7 @@ enum mst_error_code {
     MST_ERR_SLICE_BOUNDS = 22,     /* a slice's box is outside its tensor's global shape */
     MST_ERR_SLICE_OVERLAP = 23,    /* two boxes of one tensor overlap */
     MST_ERR_SLICE_GAP = 24,        /* the boxes of a tensor leave elements uncovered */
+    MST_ERR_CALLBACK = 25,         /* a fill callback of a streamed tensor reported an error */
     MST_ERR_TARGET_DIR = 30,       /* target's directory missing, not a directory or not writable; target is a directory */
     MST_ERR_IO = 31,               /* a file operation failed: open, write (short writes included), sync, close, rename */
     MST_ERR_FORMAT = 40,           /* a file is not valid safetensors: header length, UTF-8, JSON, types, fields */
@@ -197,6 +198,84 @@ MST_API int mst_writer_add_slice(mst_writer *w, const char *name, mst_dtype dtyp
  */
 MST_API int mst_writer_add_replica(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
                                    const int64_t *shape, const void *data);
+
+/*
+ * Fill callback of a streamed tensor: copy `len` bytes of the tensor (or of
+ * the box, for mst_writer_add_slice_stream), starting `offset` bytes into it,
+ * into `buf`. Called during the commit, on the declaring rank, with ranges in
+ * increasing order that cover the bytes exactly once, each at most the
+ * staging size (mst_writer_set_staging). Return 0 on success; any other value
+ * fails the save with MST_ERR_CALLBACK on every rank (the value is quoted in
+ * the message).
+ */
+typedef int (*mst_fill_fn)(void *ctx, uint64_t offset, void *buf, uint64_t len);
+
+/*
+ * Local. Declares a tensor this rank owns whose bytes are not in one buffer
+ * (on a GPU, produced on the fly, read from another file): during the commit
+ * the library asks `fill` for them piece by piece through a staging buffer of
+ * its own, so the memory a save needs stays flat whatever the tensor sizes.
+ * Otherwise like mst_writer_add.
+ */
+MST_API int mst_writer_add_stream(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
+                                  const int64_t *shape, mst_fill_fn fill, void *ctx);
+
+/*
+ * Local. A streamed box of a split tensor (see mst_writer_add_slice): `fill`
+ * is asked for the box's bytes in C order. The box must be one contiguous
+ * byte range of the tensor (a block of whole rows along the first dimension
+ * that is not 1, e.g. a row split), else MST_ERR_INVALID_ARGUMENT.
+ */
+MST_API int mst_writer_add_slice_stream(mst_writer *w, const char *name, mst_dtype dtype,
+                                        int ndim, const int64_t *global_shape,
+                                        const int64_t *start, const int64_t *count,
+                                        mst_fill_fn fill, void *ctx);
+
+/*
+ * Local. Bytes of the staging buffer that streamed tensors pass through
+ * (default MST_DEFAULT_STAGING, 64 MiB; at least 4096). It is allocated at the
+ * commit only when this rank streams, and never larger than its largest
+ * streamed tensor. Ranks may use different sizes.
+ */
+#define MST_DEFAULT_STAGING ((size_t)64 << 20)
+MST_API int mst_writer_set_staging(mst_writer *w, size_t bytes);
+
+/*
+ * Local. Makes the save a Hugging Face multi-file checkpoint: `path` given to
+ * mst_writer_open is then a directory (it must exist), and the commit writes
+ * there "model-00001-of-0000N.safetensors" ... and
+ * "model.safetensors.index.json" ({"metadata": {"total_size": ...},
+ * "weight_map": {...}}, as transformers writes it), or one
+ * "model.safetensors" and no index when everything fits in one shard.
+ * Tensors go to shards in the canonical order, each shard filled greedily up
+ * to `max_bytes` of tensor data; a tensor larger than that is alone in its
+ * shard. Every shard is a canonical file whose "__metadata__" holds
+ * "format": "pt" (unless the caller gives "format") and the caller's entries.
+ * All ranks write into every shard. 0 (the default) is a single-file save.
+ * Every rank must give the same value (checked at the commit).
+ *
+ * The set is replaced atomically for loaders: the new shards are written and
+ * synced under temporary names; then rank 0 records the switch in a journal
+ * ("<dir>/.mst-set.<id>.journal"), moves the previous set's files
+ * ("model.safetensors", "model.safetensors.index.json",
+ * "model-NNNNN-of-NNNNN.safetensors") aside as "<dir>/.mst-old.<id>.<name>",
+ * renames the new shards into place and the index last, and removes the old
+ * files and the journal. A crash in between leaves no loadable set (never a
+ * mix of old and new shards); mst_set_recover() (or `mst-merge --recover DIR`)
+ * then restores the previous set or finishes the new one. A save refuses to
+ * start while a journal is left (MST_ERR_STATE).
+ */
+MST_API int mst_writer_set_max_shard_size(mst_writer *w, uint64_t max_bytes);
+
+/*
+ * Local (no MPI). Finishes or rolls back what an interrupted multi-file save
+ * left in `dir` (see mst_writer_set_max_shard_size): a save whose index (or
+ * single file) was renamed into place is completed (the old files removed);
+ * any other is rolled back (its new files removed, the previous set moved
+ * back). Writes what it did into `report` (may be NULL). MST_OK when nothing
+ * was left or everything was repaired; MST_ERR_IO otherwise.
+ */
+MST_API int mst_set_recover(const char *dir, char *report, size_t report_cap);
 
 /*
  * Local. Adds one "__metadata__" entry (string to string). Several ranks may

@@ -36,7 +36,9 @@ int mst_check_box(const char *name, size_t name_len, int dtype, int ndim, const 
                                q, rank, mst_box_format(box, sizeof box, ndim, start, count), d,
                                (long long)shape[d]);
     }
-    if (ndim > 0 && bits % 8) {
+    /* sub-byte boxes must be byte ranges along the last dimension (an empty
+     * box has no bytes to place) */
+    if (ndim > 0 && bits % 8 && mst_box_volume(ndim, count) > 0) {
         int last = ndim - 1;
         if ((shape[last] * bits) % 8 || (start[last] * bits) % 8 || (count[last] * bits) % 8)
             return mst_err_set(err, MST_ERR_PARTIAL_BYTES,

@@ -38,6 +38,7 @@ const char *mst_strerror(int code)
     case MST_ERR_SLICE_BOUNDS: return "slice outside the tensor";
     case MST_ERR_SLICE_OVERLAP: return "overlapping slices";
     case MST_ERR_SLICE_GAP: return "slices leave a gap";
+    case MST_ERR_CALLBACK: return "fill callback failed";
     case MST_ERR_TARGET_DIR: return "target directory missing or not writable";
     case MST_ERR_IO: return "I/O error";
     case MST_ERR_FORMAT: return "invalid safetensors file";

@@ -539,6 +539,21 @@ int mst_io_sync_close(MPI_File *fh, int sync, int rank, mst_err *err)
     return MST_OK;
 }
 
+int mst_io_check_size(const char *tmp, uint64_t expected_size, mst_err *err)
+{
+    char qt[PATH_QUOTE];
+    struct stat st;
+    qpath(qt, sizeof qt, tmp);
+    if (stat(tmp, &st) != 0)
+        return mst_err_set(err, MST_ERR_IO, "rank 0: stat of temporary file %s failed: %s", qt,
+                           strerror(errno));
+    if ((uint64_t)st.st_size != expected_size)
+        return mst_err_set(err, MST_ERR_IO,
+                           "rank 0: temporary file %s has %llu bytes, expected %llu", qt,
+                           (unsigned long long)st.st_size, (unsigned long long)expected_size);
+    return MST_OK;
+}
+
 int mst_io_commit(const char *tmp, const char *path, uint64_t expected_size, int durable,
                   mst_err *err)
 {

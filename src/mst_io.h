@@ -76,6 +76,9 @@ int mst_io_verify_boxes(const char *path, MPI_Info hints, const mst_io_box *boxe
 /* Local. MPI_File_sync; then MPI_File_close (always, even after a failed sync). */
 int mst_io_sync_close(MPI_File *fh, int sync, int rank, mst_err *err);
 
+/* Local (rank 0). The temporary file has exactly expected_size bytes. */
+int mst_io_check_size(const char *tmp, uint64_t expected_size, mst_err *err);
+
 /* Local (rank 0). Checks the temporary file's size, renames it over path and,
  * with durable, fsyncs the directory. */
 int mst_io_commit(const char *tmp, const char *path, uint64_t expected_size, int durable,

@@ -15,6 +15,7 @@
 #include "mst_header.h"
 #include "mst_io.h"
 #include "mst_plan.h"
+#include "mst_set.h"
 #include "mst_temp.h"
 
 enum writer_state { WRITER_OPEN, WRITER_DONE, WRITER_FAILED_OPEN };
@@ -26,6 +27,8 @@ typedef struct local_tensor {
     const int64_t *count;
     int kind;             /* enum mst_decl_kind */
     const void *data;     /* the caller's buffer, not copied */
+    mst_fill_fn fill;     /* streamed: asked for the bytes instead of data */
+    void *fill_ctx;
     uint64_t nbytes;      /* bytes of data */
     void *storage;
 } local_tensor;
@@ -36,6 +39,8 @@ struct mst_writer {
     char *path;
     MPI_Info hints;
     int fsync;
+    size_t staging; /* bytes of the staging buffer of streamed tensors */
+    uint64_t max_shard; /* multi-file save: bytes of tensor data per shard; 0: one file */
     enum writer_state state;
 
     local_tensor *tensors;
@@ -101,6 +106,7 @@ int mst_writer_open(mst_writer **out, MPI_Comm comm, const char *path, MPI_Info 
         w->comm = dup;
         w->hints = MPI_INFO_NULL;
         w->fsync = 1;
+        w->staging = MST_DEFAULT_STAGING;
         MPI_Comm_rank(dup, &w->rank);
         MPI_Comm_size(dup, &w->size);
     }
@@ -156,6 +162,30 @@ int mst_writer_set_fsync(mst_writer *w, int enabled)
     return MST_OK;
 }
 
+int mst_writer_set_staging(mst_writer *w, size_t bytes)
+{
+    if (!w)
+        return MST_ERR_INVALID_ARGUMENT;
+    if (w->state != WRITER_OPEN)
+        return mst_err_set(&w->last, MST_ERR_STATE, "rank %d: the writer is not open", w->rank);
+    if (bytes < 4096)
+        return mst_err_set(&w->last, MST_ERR_INVALID_ARGUMENT,
+                           "rank %d: staging buffer of %zu bytes; at least 4096 are needed",
+                           w->rank, bytes);
+    w->staging = bytes;
+    return MST_OK;
+}
+
+int mst_writer_set_max_shard_size(mst_writer *w, uint64_t max_bytes)
+{
+    if (!w)
+        return MST_ERR_INVALID_ARGUMENT;
+    if (w->state != WRITER_OPEN)
+        return mst_err_set(&w->last, MST_ERR_STATE, "rank %d: the writer is not open", w->rank);
+    w->max_shard = max_bytes;
+    return MST_OK;
+}
+
 static int grow(void **p, size_t *cap, size_t n, size_t elem)
 {
     size_t c;
@@ -173,7 +203,7 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem)
 
 static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, int ndim,
                     const int64_t *shape, const int64_t *start, const int64_t *count,
-                    const void *data)
+                    const void *data, int streamed, mst_fill_fn fill, void *fill_ctx)
 {
     mst_err e;
     uint64_t nbytes = 0;
@@ -198,12 +228,35 @@ static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, 
     if (kind == MST_DECL_SLICE &&
         mst_check_box(name, len, (int)dtype, ndim, shape, start, count, w->rank, &nbytes, &e))
         return keep_first(w, &e);
-    if (nbytes > 0 && !data) {
+    if (nbytes > 0 && (streamed ? !fill : !data)) {
         char q[MST_QUOTE_MAX];
-        mst_err_set(&e, MST_ERR_NULL_DATA, "tensor %s on rank %d: data is NULL for %llu bytes",
+        mst_err_set(&e, MST_ERR_NULL_DATA, "tensor %s on rank %d: %s is NULL for %llu bytes",
                     mst_quote(q, sizeof q, name, len, MST_QUOTE_LIMIT), w->rank,
+                    streamed ? "the fill callback" : "data",
                     (unsigned long long)nbytes);
         return keep_first(w, &e);
+    }
+    if (streamed && kind == MST_DECL_SLICE && nbytes > 0) {
+        uint64_t *gb = malloc((3 * (size_t)ndim + 1) * sizeof *gb);
+        mst_box_layout lay;
+        if (!gb) {
+            mst_err_set(&e, MST_ERR_NO_MEMORY, "rank %d: out of memory adding a tensor", w->rank);
+            return keep_first(w, &e);
+        }
+        mst_box_bytes(ndim, shape, start, count, mst_dtype_bits(dtype), gb, gb + ndim,
+                      gb + 2 * ndim);
+        mst_box_layout_of(ndim, gb, gb + ndim, gb + 2 * ndim, &lay);
+        free(gb);
+        if (!lay.contiguous) {
+            char q[MST_QUOTE_MAX], box[160];
+            mst_err_set(&e, MST_ERR_INVALID_ARGUMENT,
+                        "tensor %s on rank %d: streamed box %s is not one contiguous byte range "
+                        "of the tensor (stream row blocks; give strided boxes with "
+                        "mst_writer_add_slice)",
+                        mst_quote(q, sizeof q, name, len, MST_QUOTE_LIMIT), w->rank,
+                        mst_box_format(box, sizeof box, ndim, start, count));
+            return keep_first(w, &e);
+        }
     }
     if (len > MST_MAX_HEADER_SIZE) {
         mst_err_set(&e, MST_ERR_HEADER_TOO_LARGE,
@@ -237,6 +290,8 @@ static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, 
     t->t.ndim = (uint32_t)ndim;
     t->kind = kind;
     t->data = data;
+    t->fill = fill;
+    t->fill_ctx = fill_ctx;
     t->nbytes = nbytes;
     return MST_OK;
 }
@@ -244,20 +299,35 @@ static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, 
 int mst_writer_add(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
                    const int64_t *shape, const void *data)
 {
-    return add_decl(w, MST_DECL_WHOLE, name, dtype, ndim, shape, NULL, NULL, data);
+    return add_decl(w, MST_DECL_WHOLE, name, dtype, ndim, shape, NULL, NULL, data, 0, NULL, NULL);
+}
+
+int mst_writer_add_stream(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
+                          const int64_t *shape, mst_fill_fn fill, void *ctx)
+{
+    return add_decl(w, MST_DECL_WHOLE, name, dtype, ndim, shape, NULL, NULL, NULL, 1, fill, ctx);
+}
+
+int mst_writer_add_slice_stream(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
+                                const int64_t *global_shape, const int64_t *start,
+                                const int64_t *count, mst_fill_fn fill, void *ctx)
+{
+    return add_decl(w, MST_DECL_SLICE, name, dtype, ndim, global_shape, start, count, NULL, 1,
+                    fill, ctx);
 }
 
 int mst_writer_add_slice(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
                          const int64_t *global_shape, const int64_t *start, const int64_t *count,
                          const void *data)
 {
-    return add_decl(w, MST_DECL_SLICE, name, dtype, ndim, global_shape, start, count, data);
+    return add_decl(w, MST_DECL_SLICE, name, dtype, ndim, global_shape, start, count, data, 0,
+                    NULL, NULL);
 }
 
 int mst_writer_add_replica(mst_writer *w, const char *name, mst_dtype dtype, int ndim,
                            const int64_t *shape, const void *data)
 {
-    return add_decl(w, MST_DECL_REPLICA, name, dtype, ndim, shape, NULL, NULL, data);
+    return add_decl(w, MST_DECL_REPLICA, name, dtype, ndim, shape, NULL, NULL, data, 0, NULL, NULL);
 }
 
 int mst_writer_add_metadata(mst_writer *w, const char *key, const char *value)
@@ -396,9 +466,33 @@ static void describe_tensor(char *what, size_t cap, const local_tensor *t)
 /* This rank's independent writes: the header on rank 0, then every whole
  * tensor, chosen replica and contiguous box in file order, straight from the
  * caller's buffers. */
+/* A streamed tensor (or row box): pieces from its fill callback through the
+ * staging buffer, each written at once. */
+static int write_streamed(mst_writer *w, MPI_File fh, const char *tmp, const write_item *it,
+                          unsigned char *stage, size_t cap, const char *what, mst_err *err)
+{
+    const local_tensor *t = &w->tensors[it->index];
+    for (uint64_t off = 0; off < t->nbytes;) {
+        uint64_t n = t->nbytes - off < cap ? t->nbytes - off : cap;
+        int rc = t->fill(t->fill_ctx, off, stage, n);
+        if (rc != 0)
+            return mst_err_set(err, MST_ERR_CALLBACK,
+                               "%s on rank %d: the fill callback returned %d for bytes %llu to "
+                               "%llu",
+                               what, w->rank, rc, (unsigned long long)off,
+                               (unsigned long long)(off + n));
+        if (mst_io_write(fh, tmp, it->offset + off, stage, n, w->rank, what, err))
+            return err->code;
+        off += n;
+    }
+    return MST_OK;
+}
+
 static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan *plan,
                      const write_list *l, mst_err *err)
 {
+    unsigned char *stage = NULL;
+    size_t cap = 0;
     if (w->rank == 0) {
         unsigned char len8[8];
         uint64_t n = plan->header.len;
@@ -415,9 +509,29 @@ static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan
         if (it->strided)
             continue;
         describe_tensor(what, sizeof what, t);
-        if (mst_io_write(fh, tmp, it->offset, t->data, t->nbytes, w->rank, what, err))
+        if (t->fill) {
+            if (!stage) {
+                /* one buffer for all streamed tensors: the staging size, or
+                 * the largest of them if smaller */
+                for (size_t j = 0; j < l->n; j++) {
+                    const local_tensor *u = &w->tensors[l->items[j]->index];
+                    if (u->fill && u->nbytes > cap)
+                        cap = u->nbytes < w->staging ? (size_t)u->nbytes : w->staging;
+                }
+                if (!(stage = malloc(cap))) {
+                    mst_err_set(err, MST_ERR_NO_MEMORY,
+                                "rank %d: out of memory for a staging buffer of %zu bytes",
+                                w->rank, cap);
+                    break;
+                }
+            }
+            if (write_streamed(w, fh, tmp, it, stage, cap, what, err))
+                break;
+        } else if (mst_io_write(fh, tmp, it->offset, t->data, t->nbytes, w->rank, what, err)) {
             break;
+        }
     }
+    free(stage);
     return err->code;
 }
 
@@ -506,10 +620,48 @@ static int write_strided(mst_writer *w, const char *tmp, const write_list *l, ms
     return err->code;
 }
 
-static int commit(mst_writer *w)
+/* Collective: every rank's options must match. */
+static void check_options(mst_writer *w, mst_err *local)
+{
+    /* each value and its negation: MAX of both tells whether all agree */
+    int64_t hi = (int64_t)(w->max_shard >> 32), lo = (int64_t)(w->max_shard & 0xffffffffu);
+    int64_t opts[6] = {w->fsync, -w->fsync, hi, -hi, lo, -lo}, agreed[6];
+    if (MPI_Allreduce(opts, agreed, 6, MPI_INT64_T, MPI_MAX, w->comm) != MPI_SUCCESS) {
+        if (local->code == MST_OK)
+            mst_err_set(local, MST_ERR_MPI, "rank %d: MPI_Allreduce of the options failed",
+                        w->rank);
+    } else if (agreed[0] != -agreed[1] && local->code == MST_OK) {
+        mst_err_set(local, MST_ERR_INVALID_ARGUMENT,
+                    "ranks disagree on mst_writer_set_fsync (rank %d has it %s)", w->rank,
+                    w->fsync ? "on" : "off");
+    } else if ((agreed[2] != -agreed[3] || agreed[4] != -agreed[5]) && local->code == MST_OK) {
+        mst_err_set(local, MST_ERR_INVALID_ARGUMENT,
+                    "ranks disagree on mst_writer_set_max_shard_size (rank %d has %llu)",
+                    w->rank, (unsigned long long)w->max_shard);
+    }
+}
+
+static void pack_all(mst_writer *w, mst_buf *blob, const mst_kv *meta, size_t nmeta)
+{
+    mst_pack_counts(blob, w->ntensors, nmeta);
+    for (size_t i = 0; i < w->ntensors; i++)
+        mst_pack_tensor(blob, &w->tensors[i].t, w->tensors[i].kind, w->tensors[i].start,
+                        w->tensors[i].count);
+    for (size_t i = 0; i < nmeta; i++)
+        mst_pack_kv(blob, &meta[i]);
+}
+
+/*
+ * Collective. One file at `path` from w->tensors and `meta`. `first` is the
+ * first local error to agree on (the caller's declarations). With keep_tmp,
+ * nothing is renamed: rank 0 gets the complete, synced temporary file's name
+ * in *keep_tmp (the others NULL).
+ */
+static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, size_t nmeta,
+                     const char *path, char **keep_tmp)
 {
     MPI_Comm comm = w->comm;
-    mst_err local = w->first, *res = &w->last;
+    mst_err local = *first, *res = &w->last;
     mst_buf blob;
     mst_gathered g;
     mst_plan plan;
@@ -517,33 +669,19 @@ static int commit(mst_writer *w)
     char *tmp = NULL;
     MPI_File fh = MPI_FILE_NULL;
     write_list writes;
-    int opts[2], agreed_opts[2], rc, have_tmp = 0, lock_fd = -1;
+    int have_tmp = 0, lock_fd = -1;
 
     memset(&g, 0, sizeof g);
     memset(&plan, 0, sizeof plan);
     memset(&writes, 0, sizeof writes);
     mst_buf_init(&blob, 0);
+    if (keep_tmp)
+        *keep_tmp = NULL;
 
     /* Options must match: the sync is done by every rank or by none. */
-    opts[0] = w->fsync;
-    opts[1] = -w->fsync;
-    rc = MPI_Allreduce(opts, agreed_opts, 2, MPI_INT, MPI_MAX, comm);
-    if (rc != MPI_SUCCESS) {
-        if (local.code == MST_OK)
-            mst_err_set(&local, MST_ERR_MPI, "rank %d: MPI_Allreduce of the options failed",
-                        w->rank);
-    } else if (agreed_opts[0] != -agreed_opts[1] && local.code == MST_OK) {
-        mst_err_set(&local, MST_ERR_INVALID_ARGUMENT,
-                    "ranks disagree on mst_writer_set_fsync (rank %d has it %s)", w->rank,
-                    w->fsync ? "on" : "off");
-    }
+    check_options(w, &local);
     if (local.code == MST_OK) {
-        mst_pack_counts(&blob, w->ntensors, w->nmeta);
-        for (size_t i = 0; i < w->ntensors; i++)
-            mst_pack_tensor(&blob, &w->tensors[i].t, w->tensors[i].kind, w->tensors[i].start,
-                            w->tensors[i].count);
-        for (size_t i = 0; i < w->nmeta; i++)
-            mst_pack_kv(&blob, &w->meta[i]);
+        pack_all(w, &blob, meta, nmeta);
         offsets = malloc((w->ntensors ? w->ntensors : 1) * sizeof *offsets);
         if (!mst_buf_ok(&blob) || !offsets)
             mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory packing metadata",
@@ -559,13 +697,13 @@ static int commit(mst_writer *w)
     if (w->rank == 0) {
         if (mst_plan_build(&plan, g.decls, g.ndecls, g.meta, g.nmeta, w->size, &local) ==
                 MST_OK &&
-            mst_io_check_target(w->path, &local) == MST_OK) {
+            (keep_tmp || mst_io_check_target(path, &local) == MST_OK)) {
             uint64_t data_start = 8 + plan.header.len;
             expected = data_start + plan.data_len;
             all = malloc((g.ndecls ? g.ndecls : 1) * sizeof *all);
             if (!all) {
                 mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory");
-            } else if (mst_temp_create(w->path, &tmp, &lock_fd, &local) == MST_OK) {
+            } else if (mst_temp_create(path, &tmp, &lock_fd, &local) == MST_OK) {
                 /* created and locked (the lock marks it as owned, for mst-clean) */
                 have_tmp = 1;
                 for (size_t i = 0; i < g.ndecls; i++)
@@ -602,8 +740,16 @@ static int commit(mst_writer *w)
     if (mst_agree(comm, &local, res))
         goto cleanup;
 
-    if (w->rank == 0 && mst_io_commit(tmp, w->path, expected, w->fsync, &local) != MST_OK)
+    if (keep_tmp) {
+        if (w->rank == 0 && mst_io_check_size(tmp, expected, &local) == MST_OK) {
+            *keep_tmp = tmp;
+            tmp = NULL;
+        } else if (w->rank == 0) {
+            mst_io_discard(tmp);
+        }
+    } else if (w->rank == 0 && mst_io_commit(tmp, path, expected, w->fsync, &local) != MST_OK) {
         mst_io_discard(tmp);
+    }
     mst_agree(comm, &local, res);
     goto out;
 
@@ -627,6 +773,211 @@ out:
     return res->code;
 }
 
+typedef struct name_ctx {
+    const mst_plan *plan;
+    const mst_gathered *g;
+} name_ctx;
+
+static int cmp_names(const mst_tensor_desc *x, const mst_tensor_desc *y)
+{
+    size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+    int c = memcmp(x->name, y->name, n);
+    return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
+}
+
+/* tensor positions (in canonical order) by name */
+static int cmp_pos_by_name(const void *a, const void *b, void *ctx)
+{
+    const name_ctx *c = ctx;
+    return cmp_names(&c->g->decls[c->plan->order[*(const size_t *)a]].t,
+                     &c->g->decls[c->plan->order[*(const size_t *)b]].t);
+}
+
+/*
+ * Rank 0: the shard (from 1) of every declaration: tensors in the canonical
+ * order of the plan, each shard filled greedily up to `max` bytes, a larger
+ * tensor alone in its shard; and the index. Returns the number of shards, or
+ * 0 if out of memory.
+ */
+static int assign_shards(const mst_plan *plan, const mst_gathered *g, uint64_t max,
+                         uint64_t *shard_of_decl, mst_buf *index)
+{
+    size_t nt = plan->ntensors, cap = nt ? nt : 1;
+    size_t *by_name = malloc(cap * sizeof *by_name);
+    uint64_t *shard = malloc(cap * sizeof *shard), fill = 0, total = 0;
+    mst_set_entry *entries = malloc(cap * sizeof *entries);
+    name_ctx ctx = {plan, g};
+    int nshards = 1;
+    if (!by_name || !shard || !entries) {
+        nshards = 0;
+        goto out;
+    }
+    for (size_t k = 0; k < nt; k++) {
+        const mst_decl *d = &g->decls[plan->order[k]];
+        uint64_t nbytes = 0;
+        mst_err ignored;
+        mst_check_tensor(d->t.name, d->t.name_len, d->t.dtype, d->t.ndim, d->t.shape, 0, &nbytes,
+                         &ignored);
+        if (fill > 0 && fill + nbytes > max) {
+            nshards++;
+            fill = 0;
+        }
+        shard[k] = (uint64_t)nshards;
+        fill += nbytes;
+        total += nbytes;
+        if (nbytes > max) /* alone in its shard */
+            fill = max + 1;
+        by_name[k] = k;
+    }
+    qsort_r(by_name, nt, sizeof *by_name, cmp_pos_by_name, &ctx);
+    for (size_t i = 0; i < g->ndecls; i++) {
+        size_t lo = 0, hi = nt;
+        while (lo < hi) { /* every declaration's name is one of the tensors' */
+            size_t mid = lo + (hi - lo) / 2;
+            int c = cmp_names(&g->decls[plan->order[by_name[mid]]].t, &g->decls[i].t);
+            if (c < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        shard_of_decl[i] = lo < nt ? shard[by_name[lo]] : 1;
+    }
+    for (size_t k = 0; k < nt; k++) {
+        const mst_decl *d = &g->decls[plan->order[k]];
+        entries[k].name = d->t.name;
+        entries[k].name_len = d->t.name_len;
+        entries[k].shard = (int)shard[k];
+    }
+    if (nshards > 1 && mst_set_index_json(index, entries, nt, nshards, total) != MST_OK)
+        nshards = 0;
+out:
+    free(by_name);
+    free(shard);
+    free(entries);
+    return nshards;
+}
+
+/* Collective: a multi-file save into directory w->path. */
+static int commit_set(mst_writer *w)
+{
+    MPI_Comm comm = w->comm;
+    mst_err local = w->first, *res = &w->last, none;
+    mst_buf blob, index;
+    mst_gathered g;
+    mst_plan plan;
+    uint64_t *all = NULL, *mine = NULL;
+    char **tmps = NULL;
+    local_tensor *saved = w->tensors, *subset = NULL;
+    size_t nsaved = w->ntensors, nmeta = 0;
+    mst_kv *meta = NULL;
+    int nshards = 0, has_format = 0;
+
+    memset(&g, 0, sizeof g);
+    memset(&plan, 0, sizeof plan);
+    mst_buf_init(&blob, 0);
+    mst_buf_init(&index, 0);
+    mst_err_clear(&none);
+
+    /* the whole set first: validation, and every tensor's shard */
+    check_options(w, &local);
+    for (size_t i = 0; i < w->nmeta; i++)
+        has_format |= w->meta[i].key_len == 6 && !memcmp(w->meta[i].key, "format", 6);
+    meta = malloc((w->nmeta + 1) * sizeof *meta);
+    mine = malloc((w->ntensors ? w->ntensors : 1) * sizeof *mine);
+    subset = malloc((w->ntensors ? w->ntensors : 1) * sizeof *subset);
+    if (local.code == MST_OK) {
+        pack_all(w, &blob, w->meta, w->nmeta);
+        if (!mst_buf_ok(&blob) || !meta || !mine || !subset)
+            mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory packing metadata",
+                        w->rank);
+    }
+    if (mst_agree(comm, &local, res))
+        goto out;
+    if (meta) {
+        memcpy(meta, w->meta, w->nmeta * sizeof *meta);
+        nmeta = w->nmeta;
+        if (!has_format) {
+            meta[nmeta].key = "format";
+            meta[nmeta].key_len = 6;
+            meta[nmeta].value = "pt";
+            meta[nmeta].value_len = 2;
+            nmeta++;
+        }
+    }
+    if (mst_gather_decls(comm, &blob, &g, res))
+        goto out;
+    mst_buf_free(&blob);
+    if (w->rank == 0 &&
+        mst_plan_build(&plan, g.decls, g.ndecls, g.meta, g.nmeta, w->size, &local) == MST_OK &&
+        mst_set_check_dir(w->path, &local) == MST_OK) {
+        all = malloc((g.ndecls ? g.ndecls : 1) * sizeof *all);
+        if (!all || !(nshards = assign_shards(&plan, &g, w->max_shard, all, &index)))
+            mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory assigning shards");
+    }
+    if (mst_agree(comm, &local, res))
+        goto out;
+    if (MPI_Bcast(&nshards, 1, MPI_INT, 0, comm) != MPI_SUCCESS) {
+        mst_err_set(res, MST_ERR_MPI, "rank %d: MPI_Bcast of the shard count failed", w->rank);
+        goto out;
+    }
+    if (mst_scatter_u64(comm, &g, all, mine, w->ntensors, res))
+        goto out;
+    mst_gathered_free(&g);
+    mst_plan_free(&plan);
+    tmps = calloc((size_t)nshards, sizeof *tmps);
+    if (!tmps)
+        mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory", w->rank);
+    if (mst_agree(comm, &local, res))
+        goto out;
+
+    /* each shard: all ranks write their tensors of it into a temporary file */
+    for (int k = 1; k <= nshards; k++) {
+        char *path = mst_set_shard_path(w->path, k, nshards);
+        size_t n = 0;
+        int rc;
+        for (size_t i = 0; i < nsaved; i++)
+            if (mine[i] == (uint64_t)k)
+                subset[n++] = saved[i];
+        w->tensors = subset;
+        w->ntensors = n;
+        if (!path)
+            mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory", w->rank);
+        rc = save_file(w, path ? &none : &local, meta, nmeta, path ? path : w->path,
+                       &tmps[k - 1]);
+        w->tensors = saved;
+        w->ntensors = nsaved;
+        free(path);
+        if (rc != MST_OK)
+            goto discard;
+    }
+
+    /* rank 0 switches sets */
+    if (w->rank == 0)
+        mst_set_commit(w->path, nshards, tmps, &index, w->fsync, &local);
+    if (mst_agree(comm, &local, res) == MST_OK)
+        goto out;
+discard:
+    if (w->rank == 0 && res->code != MST_OK && tmps)
+        for (int k = 0; k < nshards; k++)
+            mst_io_discard(tmps[k]);
+out:
+    w->tensors = saved;
+    w->ntensors = nsaved;
+    if (tmps)
+        for (int k = 0; k < nshards; k++)
+            free(tmps[k]);
+    free(tmps);
+    free(all);
+    free(mine);
+    free(subset);
+    free(meta);
+    mst_buf_free(&blob);
+    mst_buf_free(&index);
+    mst_gathered_free(&g);
+    mst_plan_free(&plan);
+    return res->code;
+}
+
 int mst_writer_commit(mst_writer *w)
 {
     if (!w)
@@ -636,7 +987,9 @@ int mst_writer_commit(mst_writer *w)
                            "rank %d: the writer was %s; a writer commits once", w->rank,
                            w->state == WRITER_DONE ? "already committed" : "not opened");
     w->state = WRITER_DONE;
-    return commit(w);
+    if (w->max_shard > 0)
+        return commit_set(w);
+    return save_file(w, &w->first, w->meta, w->nmeta, w->path, NULL);
 }
 
 void mst_writer_free(mst_writer **wp)

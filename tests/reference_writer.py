@@ -87,10 +87,8 @@ def header_bytes(spec):
     return text, tensors
 
 
-def main():
-    spec_path, out_path = sys.argv[1], sys.argv[2]
-    with open(spec_path, encoding="utf-8") as f:
-        spec = json.load(f)
+def write(spec, out_path):
+    """Writes the canonical file of `spec` (see the usage above) to out_path."""
     text, tensors = header_bytes(spec)
     with open(out_path, "wb") as out:
         out.write(struct.pack("<Q", len(text)))
@@ -98,6 +96,13 @@ def main():
         for t in tensors:
             for chunk in data_chunks(t["name"], nbytes_of(t)):
                 out.write(chunk)
+
+
+def main():
+    spec_path, out_path = sys.argv[1], sys.argv[2]
+    with open(spec_path, encoding="utf-8") as f:
+        spec = json.load(f)
+    write(spec, out_path)
     return 0
 
 

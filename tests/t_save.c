@@ -3,7 +3,18 @@
  * (tests/reference_writer.py) from this program's own description of the case.
  *
  *   t_save describe CASE SPEC.json           (no MPI: the case for the oracle)
- *   mpirun -np N t_save save CASE OUT EXPECTED [--no-fsync]
+ *   mpirun -np N t_save save CASE OUT EXPECTED [--no-fsync] [--stream=STAGING]
+ *                                              [--shards=LIMIT]
+ *
+ * --shards: a multi-file save (mst_writer_set_max_shard_size) into the
+ * directory OUT, compared file by file with the directory EXPECTED
+ * (tests/reference_set.py); OUT must then hold exactly those files.
+ * --stream: every other tensor is streamed through a fill callback with a
+ * staging buffer of STAGING bytes (mst_writer_add_stream), and the others
+ * with rows are split into two row boxes, streamed from two ranks
+ * (mst_writer_add_slice_stream); the callbacks check that they are asked for
+ * increasing, non-overlapping pieces of at most STAGING bytes that cover the
+ * tensor once.
  *
  * Which rank owns which tensor depends on the number of ranks, so the same
  * expected file checks that the output does not. */
@@ -11,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <mpi.h>
 
@@ -80,6 +92,9 @@ static int build_case(const char *name, tcase *c)
         add(c, "ctl\n\t\x01\x1f\x7f", MST_I16, 1, 3, 0, 0);
         add(c, "space name", MST_U16, 3, 2, 3, 4);
         add(c, "deep", MST_F64, 3, 4, 1, 3);
+        /* big enough to take many pieces through a 4 KiB staging buffer */
+        add(c, "embed.weight", MST_F32, 2, 300, 129, 0);
+        add(c, "lm_head.weight", MST_BF16, 2, 301, 77, 0);
         c->meta[0][0] = "format";
         c->meta[0][1] = "pt";
         c->meta[1][0] = "rank0.note";
@@ -186,8 +201,63 @@ done:
     free(y);
 }
 
-static int save(const tcase *c, const char *out, const char *expected, int fsync)
+/* A streamed tensor or box: the data rule, from byte `base` of the tensor. */
+typedef struct stream_ctx {
+    const char *name;
+    uint64_t base;   /* first byte of the box in the tensor */
+    uint64_t nbytes; /* bytes of the box */
+    uint64_t next;   /* the offset the next call must ask for */
+    size_t staging;
+    int calls;
+} stream_ctx;
+
+static int fill_rule(void *ctx, uint64_t offset, void *buf, uint64_t len)
 {
+    stream_ctx *s = ctx;
+    CHECK_MSG(offset == s->next, "%s: asked for offset %llu, expected %llu", s->name,
+              (unsigned long long)offset, (unsigned long long)s->next);
+    CHECK_MSG(len > 0 && len <= s->staging && offset + len <= s->nbytes,
+              "%s: asked for %llu bytes at %llu (staging %zu, box %llu bytes)", s->name,
+              (unsigned long long)len, (unsigned long long)offset, s->staging,
+              (unsigned long long)s->nbytes);
+    t_fill(buf, s->base + offset, len, s->name);
+    s->next = offset + len;
+    s->calls++;
+    return 0;
+}
+
+static void compare_dirs(const char *out, const char *expected, int rank, int size)
+{
+    DIR *d = opendir(expected);
+    struct dirent *e;
+    int n = 0;
+    CHECK_MSG(d != NULL, "cannot list %s", expected);
+    while (d && (e = readdir(d))) {
+        char a[4096], b[4096];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(a, sizeof a, "%s/%s", out, e->d_name);
+        snprintf(b, sizeof b, "%s/%s", expected, e->d_name);
+        compare_files(a, b, rank, size);
+        n++;
+    }
+    if (d)
+        closedir(d);
+    /* nothing else: no journal, no old or temporary files */
+    d = opendir(out);
+    while (d && (e = readdir(d))) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            n--;
+    }
+    if (d)
+        closedir(d);
+    CHECK_MSG(n == 0, "%s holds %d more files than %s", out, -n, expected);
+}
+
+static int save(const tcase *c, const char *out, const char *expected, int fsync, size_t staging,
+                uint64_t shard_limit)
+{
+    static stream_ctx ctx[2 * 128];
     int rank, size, rc;
     mst_writer *w = NULL;
     void *bufs[128] = {0};
@@ -197,8 +267,10 @@ static int save(const tcase *c, const char *out, const char *expected, int fsync
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     t_rank = rank;
 
-    if (rank == 0)
+    if (rank == 0 && !shard_limit)
         remove(out);
+    if (rank == 0 && shard_limit)
+        mkdir(out, 0755);
     MPI_Barrier(MPI_COMM_WORLD);
 
     {
@@ -222,8 +294,41 @@ static int save(const tcase *c, const char *out, const char *expected, int fsync
         const tcase_tensor *t = &c->t[i];
         uint64_t nb = nbytes(t);
         unsigned char *data;
+        if (staging && i % 2 == 1 && t->ndim >= 1 && t->shape[0] >= 2 &&
+            (nb * 8) % (uint64_t)t->shape[0] == 0 &&
+            ((nb * 8) / (uint64_t)t->shape[0]) % 8 == 0) {
+            /* two row boxes, from the owner and the next rank */
+            int64_t half = t->shape[0] / 2, start[4] = {0}, count[4];
+            uint64_t row = nb / (uint64_t)t->shape[0];
+            for (int b = 0; b < 2; b++) {
+                stream_ctx *s = &ctx[2 * i + b];
+                if ((owner(c, i, size) + b) % size != rank)
+                    continue;
+                memcpy(count, t->shape, sizeof count);
+                start[0] = b ? half : 0;
+                count[0] = b ? t->shape[0] - half : half;
+                s->name = t->name;
+                s->base = (uint64_t)start[0] * row;
+                s->nbytes = (uint64_t)count[0] * row;
+                s->staging = staging;
+                CHECK_EQ_INT(mst_writer_add_slice_stream(w, t->name, t->dtype, t->ndim, t->shape,
+                                                         start, count, fill_rule, s),
+                             MST_OK);
+            }
+            continue;
+        }
         if (owner(c, i, size) != rank)
             continue;
+        if (staging && i % 2 == 0) {
+            stream_ctx *s = &ctx[2 * i];
+            s->name = t->name;
+            s->nbytes = nb;
+            s->staging = staging;
+            CHECK_EQ_INT(mst_writer_add_stream(w, t->name, t->dtype, t->ndim, t->shape,
+                                               fill_rule, s),
+                         MST_OK);
+            continue;
+        }
         /* every other tensor from an odd address: the buffers are the caller's */
         bufs[i] = malloc((size_t)nb + 1);
         CHECK(bufs[i] != NULL);
@@ -234,8 +339,17 @@ static int save(const tcase *c, const char *out, const char *expected, int fsync
         CHECK_EQ_INT(mst_writer_add(w, t->name, t->dtype, t->ndim, t->shape,
                                     nb ? data : NULL), MST_OK);
     }
+    if (staging)
+        CHECK_EQ_INT(mst_writer_set_staging(w, staging), MST_OK);
+    if (shard_limit)
+        CHECK_EQ_INT(mst_writer_set_max_shard_size(w, shard_limit), MST_OK);
     rc = mst_writer_commit(w);
     CHECK_MSG(rc == MST_OK, "commit: %s: %s", mst_strerror(rc), mst_writer_error(w));
+    /* every streamed byte was asked for, exactly once */
+    for (int i = 0; i < 2 * c->n; i++)
+        CHECK_MSG(ctx[i].next == ctx[i].nbytes && (ctx[i].nbytes == 0 || ctx[i].calls > 0),
+                  "%s: %llu of %llu bytes streamed", ctx[i].name ? ctx[i].name : "?",
+                  (unsigned long long)ctx[i].next, (unsigned long long)ctx[i].nbytes);
     CHECK(strcmp(mst_writer_error(w), "") == 0);
     /* a writer commits once */
     CHECK_EQ_INT(mst_writer_commit(w), MST_ERR_STATE);
@@ -246,7 +360,9 @@ static int save(const tcase *c, const char *out, const char *expected, int fsync
     for (int i = 0; i < 128; i++)
         free(bufs[i]);
 
-    if (rc == MST_OK) {
+    if (rc == MST_OK && shard_limit) {
+        compare_dirs(out, expected, rank, size);
+    } else if (rc == MST_OK) {
         mst_reader *r = NULL;
         compare_files(out, expected, rank, size);
         CHECK_EQ_INT(mst_reader_open(&r, out), MST_OK);
@@ -279,12 +395,37 @@ int main(int argc, char **argv)
         return 2;
     }
     MPI_Init(&argc, &argv);
-    save(&c, argv[3], argv[4], !(argc > 5 && !strcmp(argv[5], "--no-fsync")));
+    {
+        int fsync = 1;
+        size_t staging = 0;
+        uint64_t shards = 0;
+        for (int a = 5; a < argc; a++) {
+            if (!strcmp(argv[a], "--no-fsync"))
+                fsync = 0;
+            else if (!strncmp(argv[a], "--stream=", 9))
+                staging = (size_t)strtoull(argv[a] + 9, NULL, 0);
+            else if (!strncmp(argv[a], "--shards=", 9))
+                shards = strtoull(argv[a] + 9, NULL, 0);
+        }
+        save(&c, argv[3], argv[4], fsync, staging, shards);
+    }
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Allreduce(&t_failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (total == 0 && rank == 0) {
         /* the output is checked: remove it (big cases would fill the disk) */
-        remove(argv[3]);
+        if (remove(argv[3]) != 0) {
+            DIR *d = opendir(argv[3]);
+            struct dirent *e;
+            char p[8192];
+            while (d && (e = readdir(d)))
+                if (e->d_name[0] != '.') {
+                    snprintf(p, sizeof p, "%s/%s", argv[3], e->d_name);
+                    remove(p);
+                }
+            if (d)
+                closedir(d);
+            rmdir(argv[3]);
+        }
         printf("t_save %s: identical to the canonical bytes\n", argv[2]);
     }
     MPI_Finalize();
