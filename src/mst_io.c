@@ -443,11 +443,18 @@ int mst_io_verify_boxes(const char *path, MPI_Info hints, const mst_io_box *boxe
         total += boxes[i].bytes;
     if (total == 0)
         return MST_OK;
+    errno = 0;
     rc = MPI_File_open(MPI_COMM_SELF, path, MPI_MODE_RDONLY, hints, &fh);
-    if (rc == MPI_SUCCESS) {
-        MPI_File_set_errhandler(fh, MPI_ERRORS_RETURN);
-        rc = view_type(boxes, n, &view);
+    if (rc != MPI_SUCCESS) {
+        describe(rc, errno, why, sizeof why);
+        fh = MPI_FILE_NULL;
+        return mst_err_set(err, MST_ERR_IO,
+                           "rank %d: opening temporary file %s to read back its strided boxes "
+                           "failed: %s",
+                           rank, qpath(qp, sizeof qp, path), why);
     }
+    MPI_File_set_errhandler(fh, MPI_ERRORS_RETURN);
+    rc = view_type(boxes, n, &view);
     if (rc == MPI_SUCCESS)
         rc = MPI_File_set_view(fh, 0, MPI_BYTE, view, "native", MPI_INFO_NULL);
     buf = rc == MPI_SUCCESS ? malloc(total < MST_IO_CHUNK ? total : MST_IO_CHUNK) : NULL;

@@ -156,7 +156,10 @@ static int after_open(int fd, const char *path)
         va_end(ap);                                                         \
     }                                                                       \
     if (under_dir(path)) {                                                  \
-        if (hit(OP_OPEN, path)) {                                           \
+        char desc_[4200];                                                   \
+        snprintf(desc_, sizeof desc_, "%s%s", path,                         \
+                 (flags & O_ACCMODE) == O_RDONLY ? " rdonly" : "");         \
+        if (hit(OP_OPEN, desc_)) {                                          \
             errno = fault_err;                                              \
             return -1;                                                      \
         }                                                                   \

@@ -80,7 +80,8 @@ def main():
             counts[int(f[1])] = [int(x) for x in f[2:7]]
         m = re.match(r"\[fault-shim rank (\d+)\] open #(\d+) (\S+)$", line)
         if m and re.search(r"\.tmp-mst\.[^./]+\.\d+\.[0-9a-f]{16}$", m.group(3)):
-            # the last open of the temporary file on a rank is the collective one
+            # the last open of the temporary file for writing on a rank is the
+            # collective one (the read-back of strided boxes opens it read-only)
             shared_open[int(m.group(1))] = int(m.group(2))
     if rc != 0 or len(counts) != np_:
         sys.exit("counting run failed (rc %s):\n%s" % (rc, out))

@@ -32,16 +32,12 @@ foreach(io ${MST_IO_COMPONENTS})
         PROCESSORS 4 TIMEOUT 900 LABELS "mpi;${io};faults;slow")
 endforeach()
 
-# kill -9 of one rank or of all ranks at random moments of a save (30 trials
-# under OMPIO, 20 under ROMIO: 50 in all), mst-clean's decisions, and two jobs
+# kill -9 of one rank or of all ranks at random moments of a save (25 trials
+# under each component: 50 in all), mst-clean's decisions, and two jobs
 # saving to one target at once.
-set(MST_CRASH_TRIALS_ompio 30)
-set(MST_CRASH_TRIALS_romio321 20)
+set(MST_CRASH_TRIALS 25 CACHE STRING "kill -9 trials per MPI-IO component")
 foreach(io ${MST_IO_COMPONENTS})
-    set(n ${MST_CRASH_TRIALS_${io}})
-    if(NOT n)
-        set(n 25)
-    endif()
+    set(n ${MST_CRASH_TRIALS})
     add_test(NAME faults.crash.np4.${io}
         COMMAND ${MST_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/crash_trials.py ${MPIEXEC_EXECUTABLE}
                 $<TARGET_FILE:t_faults> $<TARGET_FILE:mst-clean>

@@ -354,7 +354,25 @@ static int agree(const char *dir)
     signal(SIGALRM, on_alarm);
     bad |= agree_case(dir, "dtype", size - 1, MST_ERR_UNKNOWN_DTYPE, spoil_dtype);
     bad |= agree_case(dir, "null", size > 1 ? 1 : 0, MST_ERR_NULL_DATA, spoil_null);
-    bad |= agree_case(dir, "nomem", size > 2 ? 2 : 0, MST_ERR_NO_MEMORY, spoil_malloc);
+    {
+        /* Under ASan its runtime comes first and owns malloc: the shim cannot
+         * fail allocations there, and the case is skipped (said, not hidden). */
+        void (*fail_size)(size_t) = (void (*)(size_t))dlsym(RTLD_DEFAULT, "mst_fault_malloc");
+        int can = 0, all_can = 0;
+        if (fail_size) {
+            void *p;
+            fail_size(12345);
+            p = malloc(12345);
+            fail_size(0);
+            can = p == NULL;
+            free(p);
+        }
+        MPI_Allreduce(&can, &all_can, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        if (all_can)
+            bad |= agree_case(dir, "nomem", size > 2 ? 2 : 0, MST_ERR_NO_MEMORY, spoil_malloc);
+        else if (rank == 0)
+            printf("skipped nomem: allocations cannot be failed here (sanitizer owns malloc)\n");
+    }
     /* every rank abandons its writer: nothing on disk, nothing hangs */
     snprintf(target, sizeof target, "%s/abandoned.safetensors", dir);
     CHECK_EQ_INT(mst_writer_open(&w, MPI_COMM_WORLD, target, MPI_INFO_NULL), MST_OK);
