@@ -47,6 +47,7 @@ def children(pid):
 
 
 def main():
+    sys.stdout.reconfigure(line_buffering=True)  # lines survive a kill at the time limit
     mpiexec, tfaults, clean, work, trials = sys.argv[1:6]
     trials = int(trials)
     seed = int(sys.argv[6]) if len(sys.argv) > 6 else int(time.time())
