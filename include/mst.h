@@ -297,15 +297,60 @@ MST_API int mst_writer_add_metadata(mst_writer *w, const char *key, const char *
  * file appears at `path`, the temporary file is removed, and whatever was at
  * `path` before is untouched. A writer commits once; afterwards only
  * mst_writer_error and mst_writer_free are meaningful.
+ * Errors a rank found in its own declarations (bad dtype, NULL data, an
+ * allocation failure in mst_writer_add...) fail the commit on every rank,
+ * before any file is created.
+ * Every rank of the communicator must call the commit, or none: if one rank
+ * commits while another frees its writer or never commits, the committing
+ * ranks wait in their first collective call until the job is killed (MPI
+ * cannot tell a late rank from one that will never come, and the library sets
+ * no timeouts). Caught at once on every rank instead: a second commit, a
+ * commit after a failed open (MST_ERR_STATE), ranks that disagree on the path
+ * (at open) or on mst_writer_set_fsync (MST_ERR_INVALID_ARGUMENT).
+ * Crashes: if any process dies during the commit, the target is still either
+ * the previous file or the complete new one; a temporary file may remain,
+ * which mst_temp_clean / the mst-clean tool removes. See docs/GUARANTEES.md.
  */
 MST_API int mst_writer_commit(mst_writer *w);
 
 /* Local. NULL-safe; sets *w to NULL. Freeing an uncommitted writer abandons
- * the save (nothing was written). The duplicated communicator is freed. */
+ * the save (nothing was written); do it on every rank, since ranks that
+ * commit instead would wait for this one (see mst_writer_commit). The
+ * duplicated communicator is freed. */
 MST_API void mst_writer_free(mst_writer **w);
 
 /* Local. The detail of the last error on this handle ("" if none). */
 MST_API const char *mst_writer_error(const mst_writer *w);
+
+/* ------------------------------------------------------------------------ */
+/* Temporary files left by crashed saves                                      */
+
+/* Every temporary file of a save is named "<target>" MST_TEMP_MARK
+ * "<host>.<pid>.<16 hex digits>" (host: the short host name of rank 0, pid:
+ * its process id). While the save runs, rank 0 holds an fcntl
+ * open-file-description write lock on byte 2^62 of it; the kernel drops the
+ * lock when the process ends, however it ends (kill -9 included). */
+#define MST_TEMP_MARK ".tmp-mst."
+
+enum mst_temp_verdict {
+    MST_TEMP_NOT_TEMP = 0,  /* not a regular file named like a temporary file */
+    MST_TEMP_IN_USE = 1,    /* a running save may own it: kept */
+    MST_TEMP_ABANDONED = 2  /* no save owns it: removed (unless dry_run) */
+};
+
+/*
+ * Local, no MPI. Decides whether `path` is a temporary file that no running
+ * save owns and, unless dry_run, removes it. It is abandoned when its lock
+ * can be taken and either (a) it was made on this host by a process that no
+ * longer exists, or (b) it was made on another host and was last modified
+ * more than min_age_s seconds ago (some parallel file systems keep locks
+ * node-local). On a file system without fcntl locks only (a) applies. The
+ * file is removed while the cleaner holds its lock, and a writer checks
+ * after locking that its name still refers to its file, so a save starting
+ * at that moment picks a new name instead of losing its file.
+ * Returns MST_OK (verdict in *verdict) or MST_ERR_IO / MST_ERR_INVALID_ARGUMENT.
+ */
+MST_API int mst_temp_clean(const char *path, int min_age_s, int dry_run, int *verdict);
 
 /* ------------------------------------------------------------------------ */
 /* Reader: validate a safetensors file and read tensors back (local, no MPI)  */

@@ -66,6 +66,13 @@ typedef struct mst_io_box {
 int mst_io_write_boxes(MPI_Comm comm, MPI_File fh, const char *path, const mst_io_box *boxes,
                        size_t n, int rank, mst_err *err);
 
+/* Local. Reads this rank's strided boxes back from `path` (own read-only
+ * handle, same file view) and compares them with memory. A collective write
+ * can lose data without an error: OMPIO 4.1's vulcan ignores a short or
+ * failed pwritev on the aggregating rank and reports success. */
+int mst_io_verify_boxes(const char *path, MPI_Info hints, const mst_io_box *boxes, size_t n,
+                        int rank, mst_err *err);
+
 /* Local. MPI_File_sync; then MPI_File_close (always, even after a failed sync). */
 int mst_io_sync_close(MPI_File *fh, int sync, int rank, mst_err *err);
 

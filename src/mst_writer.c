@@ -16,6 +16,7 @@
 #include "mst_io.h"
 #include "mst_plan.h"
 #include "mst_set.h"
+#include "mst_temp.h"
 
 enum writer_state { WRITER_OPEN, WRITER_DONE, WRITER_FAILED_OPEN };
 
@@ -537,6 +538,34 @@ static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan
     return err->code;
 }
 
+/* The strided boxes of collective round r, in file order; returns how many. */
+static size_t round_boxes(const mst_writer *w, const write_list *l, int r, mst_io_box *boxes,
+                          char (*what)[MST_QUOTE_MAX + 200])
+{
+    size_t n = 0;
+    for (size_t k = 0; k < l->n; k++) {
+        const write_item *it = l->items[k];
+        const local_tensor *t = &w->tensors[it->index];
+        int ndim = (int)t->t.ndim;
+        mst_io_box *b;
+        if (!it->strided || it->round != r)
+            continue;
+        b = &boxes[n];
+        b->offset = it->offset;
+        b->ndim = ndim;
+        b->gb = it->dims;
+        b->cb = it->dims + 2 * (size_t)ndim;
+        b->k = it->layout.k;
+        b->run = it->layout.run;
+        b->bytes = it->layout.bytes;
+        b->data = t->data;
+        describe_tensor(what[n], sizeof what[n], t);
+        b->what = what[n];
+        n++;
+    }
+    return n;
+}
+
 /* Collective: the strided boxes, in rounds, through a handle shared by all
  * ranks. Runs only when some rank has strided boxes. */
 static int write_strided(mst_writer *w, const char *tmp, const write_list *l, mst_err *err)
@@ -568,38 +597,26 @@ static int write_strided(mst_writer *w, const char *tmp, const write_list *l, ms
         return err->code;
     }
     for (int r = 0; r < rounds; r++) {
-        size_t n = 0;
-        for (size_t k = 0; k < l->n; k++) {
-            const write_item *it = l->items[k];
-            const local_tensor *t = &w->tensors[it->index];
-            int ndim = (int)t->t.ndim;
-            mst_io_box *b;
-            if (!it->strided || it->round != r)
-                continue;
-            b = &boxes[n];
-            b->offset = it->offset;
-            b->ndim = ndim;
-            b->gb = it->dims;
-            b->cb = it->dims + 2 * (size_t)ndim;
-            b->k = it->layout.k;
-            b->run = it->layout.run;
-            b->bytes = it->layout.bytes;
-            b->data = t->data;
-            describe_tensor(what[n], sizeof what[n], t);
-            b->what = what[n];
-            n++;
-        }
+        size_t n = round_boxes(w, l, r, boxes, what);
         /* after a failure, keep taking part with nothing to write */
         mst_io_write_boxes(w->comm, fh, tmp, boxes, local.code ? 0 : n, w->rank, &local);
     }
-    if (w->fsync && local.code == MST_OK && (rc = MPI_File_sync(fh)) != MPI_SUCCESS)
-        mst_err_set(&local, MST_ERR_IO,
-                    "rank %d: MPI_File_sync of the shared handle of the temporary file failed",
+    /* No MPI_File_sync on this shared handle: OMPIO 4.1's vulcan swallows a
+     * failed pwritev on an aggregator (success, full count) but leaves a
+     * request pending, and MPI_File_sync then fails on that rank alone before
+     * its barrier, so the other ranks hang in theirs. Closing is one barrier
+     * on every rank, whatever happened; the data is flushed by the per-rank
+     * handle's sync in the commit (fsync covers every descriptor of the
+     * file), which is where such a hidden failure surfaces. */
+    rc = MPI_File_close(&fh);
+    if (rc != MPI_SUCCESS && local.code == MST_OK)
+        mst_err_set(&local, MST_ERR_IO, "rank %d: MPI_File_close of the shared handle failed",
                     w->rank);
-    else if (w->fsync && local.code != MST_OK)
-        MPI_File_sync(fh); /* collective: every rank calls it */
-    if (MPI_File_close(&fh) != MPI_SUCCESS && local.code == MST_OK)
-        mst_err_set(&local, MST_ERR_IO, "rank %d: closing the shared handle failed", w->rank);
+    /* Trust the bytes, not the count: read this rank's boxes back. */
+    for (int r = 0; r < rounds && local.code == MST_OK; r++) {
+        size_t n = round_boxes(w, l, r, boxes, what);
+        mst_io_verify_boxes(tmp, w->hints, boxes, n, w->rank, &local);
+    }
     free(boxes);
     free(what);
     *err = local;
@@ -655,7 +672,7 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
     char *tmp = NULL;
     MPI_File fh = MPI_FILE_NULL;
     write_list writes;
-    int have_tmp = 0;
+    int have_tmp = 0, lock_fd = -1;
 
     memset(&g, 0, sizeof g);
     memset(&plan, 0, sizeof plan);
@@ -687,15 +704,15 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
             uint64_t data_start = 8 + plan.header.len;
             expected = data_start + plan.data_len;
             all = malloc((g.ndecls ? g.ndecls : 1) * sizeof *all);
-            tmp = mst_io_temp_name(path);
-            if (!all || !tmp) {
+            if (!all) {
                 mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory");
-            } else {
+            } else if (mst_temp_create(path, &tmp, &lock_fd, &local) == MST_OK) {
+                /* created and locked (the lock marks it as owned, for mst-clean) */
+                have_tmp = 1;
                 for (size_t i = 0; i < g.ndecls; i++)
                     all[i] = plan.begin[i] == MST_PLAN_SKIP ? MST_PLAN_SKIP
                                                             : data_start + plan.begin[i];
-                if (mst_io_open(tmp, 1, w->hints, 0, &fh, &local) == MST_OK)
-                    have_tmp = 1;
+                mst_io_open(tmp, 0, w->hints, 0, &fh, &local);
             }
         }
     }
@@ -754,6 +771,7 @@ out:
     mst_plan_free(&plan);
     free(offsets);
     free(all);
+    mst_temp_release(&lock_fd); /* after the rename or the removal */
     free(tmp);
     return res->code;
 }

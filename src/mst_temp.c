@@ -1,0 +1,210 @@
+/* Ownership of temporary files: the writer's lock and the cleaner's probe.
+ * See mst_temp.h and docs/GUARANTEES.md. */
+#include "mst_temp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mst.h"
+#include "mst_io.h"
+
+static int lock_byte(int fd, short type)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)MST_TEMP_LOCK_OFFSET;
+    fl.l_len = 1;
+    return fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+static int no_locks_here(int e)
+{
+    return e == ENOLCK || e == EOPNOTSUPP || e == ENOSYS || e == EINVAL;
+}
+
+int mst_temp_create(const char *path, char **tmp_out, int *lock_fd, mst_err *err)
+{
+    char q[512];
+    *tmp_out = NULL;
+    *lock_fd = -1;
+    for (int attempt = 0; attempt < 8; attempt++) {
+        struct stat a, b;
+        char *tmp = mst_io_temp_name(path);
+        int fd;
+        if (!tmp)
+            return mst_err_set(err, MST_ERR_NO_MEMORY, "rank 0: out of memory");
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0) {
+            int e = errno;
+            if (e == EEXIST) {
+                free(tmp);
+                continue;
+            }
+            mst_err_set(err, e == EACCES || e == EROFS || e == ENOENT ? MST_ERR_TARGET_DIR
+                                                                        : MST_ERR_IO,
+                        "rank 0: creating temporary file %s failed: %s",
+                        mst_quote(q, sizeof q, tmp, strlen(tmp), 400), strerror(e));
+            free(tmp);
+            return err->code;
+        }
+        if (lock_byte(fd, F_WRLCK) != 0) {
+            int e = errno;
+            if (!no_locks_here(e)) {
+                /* a cleaner holds it and is about to remove it: next name */
+                close(fd);
+                free(tmp);
+                continue;
+            }
+            /* no locks on this file system: ownership falls back to host+pid */
+        } else if (fstat(fd, &a) != 0 || stat(tmp, &b) != 0 || a.st_ino != b.st_ino ||
+                   a.st_dev != b.st_dev) {
+            close(fd); /* removed by a cleaner before we locked it */
+            free(tmp);
+            continue;
+        }
+        *tmp_out = tmp;
+        *lock_fd = fd;
+        return MST_OK;
+    }
+    return mst_err_set(err, MST_ERR_IO,
+                       "rank 0: creating temporary file beside %s failed: no free name after 8 "
+                       "tries",
+                       mst_quote(q, sizeof q, path, strlen(path), 400));
+}
+
+void mst_temp_release(int *lock_fd)
+{
+    if (lock_fd && *lock_fd >= 0) {
+        close(*lock_fd);
+        *lock_fd = -1;
+    }
+}
+
+/* "<anything>.tmp-mst.<host>.<pid>.<16 hex>": host and pid, or -1. */
+static int parse_name(const char *path, char *host, size_t cap, long *pid)
+{
+    const char *base = strrchr(path, '/'), *m, *p, *dot;
+    char *end;
+    base = base ? base + 1 : path;
+    m = strstr(base, MST_TEMP_MARK);
+    if (!m)
+        return -1;
+    /* the mark's last occurrence: a target name may itself contain it */
+    while ((p = strstr(m + 1, MST_TEMP_MARK)) != NULL)
+        m = p;
+    p = m + strlen(MST_TEMP_MARK);
+    dot = strchr(p, '.');
+    if (!dot || dot == p || (size_t)(dot - p) >= cap)
+        return -1;
+    memcpy(host, p, (size_t)(dot - p));
+    host[dot - p] = '\0';
+    errno = 0;
+    *pid = strtol(dot + 1, &end, 10);
+    if (errno || end == dot + 1 || *pid <= 0 || *end != '.' || strlen(end + 1) != 16 ||
+        strspn(end + 1, "0123456789abcdef") != 16)
+        return -1;
+    return 0;
+}
+
+/* Whether process pid exists on this host and has not ended: a zombie (ended,
+ * not yet reaped; common in containers whose init does not reap) counts as
+ * ended. /proc where it exists, else kill(pid, 0). */
+static int process_alive(long pid)
+{
+    char path[64], buf[512];
+    FILE *f;
+    if (kill((pid_t)pid, 0) != 0 && errno != EPERM)
+        return 0;
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    f = fopen(path, "r");
+    if (f) {
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        const char *paren;
+        fclose(f);
+        buf[n] = '\0';
+        paren = strrchr(buf, ')'); /* "pid (comm) S ..." where comm may hold spaces */
+        if (paren && (paren[1] == ' ') && (paren[2] == 'Z' || paren[2] == 'X'))
+            return 0;
+    }
+    return 1;
+}
+
+static void short_host(char *host, size_t cap)
+{
+    if (gethostname(host, cap) != 0)
+        snprintf(host, cap, "host");
+    host[cap - 1] = '\0';
+    for (char *c = host; *c; c++) {
+        if (*c == '.') {
+            *c = '\0';
+            break;
+        }
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '-' || *c == '_'))
+            *c = '_';
+    }
+}
+
+int mst_temp_clean(const char *path, int min_age_s, int dry_run, int *verdict)
+{
+    char host[64], me[64];
+    long pid;
+    struct stat a, b;
+    int fd, locked = 0, same_host, alive = 0;
+    if (!path || !verdict)
+        return MST_ERR_INVALID_ARGUMENT;
+    *verdict = MST_TEMP_NOT_TEMP;
+    if (parse_name(path, host, sizeof host, &pid) != 0)
+        return MST_OK;
+    if (lstat(path, &a) != 0)
+        return errno == ENOENT ? MST_OK : MST_ERR_IO;
+    if (!S_ISREG(a.st_mode))
+        return MST_OK;
+    short_host(me, sizeof me);
+    same_host = strcmp(host, me) == 0;
+    if (same_host)
+        alive = process_alive(pid);
+    fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ENOENT ? MST_OK : MST_ERR_IO;
+    if (lock_byte(fd, F_WRLCK) == 0) {
+        locked = 1;
+    } else if (!no_locks_here(errno)) {
+        close(fd);
+        *verdict = MST_TEMP_IN_USE; /* a running save holds it */
+        return MST_OK;
+    }
+    /* Without a lock to go by, only a dead process on this host proves the
+     * file abandoned. With one, a live pid on this host still keeps it (a
+     * save between creating and locking its file), and a file from another
+     * host must also be older than min_age_s (node-local locks on some
+     * parallel file systems cannot see that host's lock). */
+    if ((same_host && alive) || (!locked && !same_host) ||
+        (!same_host && time(NULL) - a.st_mtime < (time_t)min_age_s)) {
+        close(fd);
+        *verdict = MST_TEMP_IN_USE;
+        return MST_OK;
+    }
+    if (fstat(fd, &a) != 0 || stat(path, &b) != 0 || a.st_ino != b.st_ino ||
+        a.st_dev != b.st_dev) {
+        close(fd);
+        return MST_OK; /* gone or replaced meanwhile: not ours to judge */
+    }
+    *verdict = MST_TEMP_ABANDONED;
+    if (!dry_run && unlink(path) != 0) {
+        int e = errno;
+        close(fd);
+        return e == ENOENT ? MST_OK : MST_ERR_IO;
+    }
+    close(fd); /* unlinked while locked: a racing writer sees its name gone */
+    return MST_OK;
+}
