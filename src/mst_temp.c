@@ -31,27 +31,40 @@ static int no_locks_here(int e)
     return e == ENOLCK || e == EOPNOTSUPP || e == ENOSYS || e == EINVAL;
 }
 
-int mst_temp_create(const char *path, char **tmp_out, int *lock_fd, mst_err *err)
+int mst_temp_create(const char *path, MPI_Info hints, char **tmp_out, int *lock_fd,
+                    MPI_File *fh, mst_err *err)
 {
     char q[512];
     *tmp_out = NULL;
     *lock_fd = -1;
+    *fh = MPI_FILE_NULL;
     for (int attempt = 0; attempt < 8; attempt++) {
         struct stat a, b;
         char *tmp = mst_io_temp_name(path);
+        MPI_File f = MPI_FILE_NULL;
+        mst_err e2;
         int fd;
         if (!tmp)
             return mst_err_set(err, MST_ERR_NO_MEMORY, "rank 0: out of memory");
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0) {
-            int e = errno;
-            if (e == EEXIST) {
+        /* created by MPI-IO with the caller's hints: striping and the like
+         * only take effect when a file is created */
+        if (mst_io_open(tmp, 1, hints, 0, &f, &e2) != MST_OK) {
+            if (access(tmp, F_OK) == 0) { /* the name was taken (O_EXCL): next name */
                 free(tmp);
                 continue;
             }
+            *err = e2;
+            free(tmp);
+            return err->code;
+        }
+        fd = open(tmp, O_WRONLY | O_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            MPI_File_close(&f);
+            unlink(tmp);
             mst_err_set(err, e == EACCES || e == EROFS || e == ENOENT ? MST_ERR_TARGET_DIR
                                                                         : MST_ERR_IO,
-                        "rank 0: creating temporary file %s failed: %s",
+                        "rank 0: opening temporary file %s failed: %s",
                         mst_quote(q, sizeof q, tmp, strlen(tmp), 400), strerror(e));
             free(tmp);
             return err->code;
@@ -61,6 +74,7 @@ int mst_temp_create(const char *path, char **tmp_out, int *lock_fd, mst_err *err
             if (!no_locks_here(e)) {
                 /* a cleaner holds it and is about to remove it: next name */
                 close(fd);
+                MPI_File_close(&f);
                 free(tmp);
                 continue;
             }
@@ -68,11 +82,13 @@ int mst_temp_create(const char *path, char **tmp_out, int *lock_fd, mst_err *err
         } else if (fstat(fd, &a) != 0 || stat(tmp, &b) != 0 || a.st_ino != b.st_ino ||
                    a.st_dev != b.st_dev) {
             close(fd); /* removed by a cleaner before we locked it */
+            MPI_File_close(&f);
             free(tmp);
             continue;
         }
         *tmp_out = tmp;
         *lock_fd = fd;
+        *fh = f;
         return MST_OK;
     }
     return mst_err_set(err, MST_ERR_IO,

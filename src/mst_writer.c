@@ -706,13 +706,13 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
             all = malloc((g.ndecls ? g.ndecls : 1) * sizeof *all);
             if (!all) {
                 mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory");
-            } else if (mst_temp_create(path, &tmp, &lock_fd, &local) == MST_OK) {
-                /* created and locked (the lock marks it as owned, for mst-clean) */
+            } else if (mst_temp_create(path, w->hints, &tmp, &lock_fd, &fh, &local) == MST_OK) {
+                /* created with the hints, opened, and locked (the lock marks
+                 * it as owned, for mst-clean) */
                 have_tmp = 1;
                 for (size_t i = 0; i < g.ndecls; i++)
                     all[i] = plan.begin[i] == MST_PLAN_SKIP ? MST_PLAN_SKIP
                                                             : data_start + plan.begin[i];
-                mst_io_open(tmp, 0, w->hints, 0, &fh, &local);
             }
         }
     }
