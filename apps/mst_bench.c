@@ -64,7 +64,7 @@ typedef struct options {
     int mix, layout;
     int methods[M_COUNT * 4];
     int nmethods;
-    int verify, fsync, repeat, remove;
+    int verify, fsync, repeat, remove, warmup;
     uint64_t wsum; /* transformer: sum of the big tensors' weights */
 } options;
 
@@ -86,6 +86,8 @@ static void usage(FILE *f)
             "  --seed S          data seed (default 1)\n"
             "  --no-fsync        no fsync (mst: MPI_File_sync and the directory fsync)\n"
             "  --repeat R        runs (default 1) of every method, one JSON line each\n"
+            "  --warmup W        untimed runs of every method first (default 1): the first\n"
+            "                    write of a process is slower, whatever the method\n"
             "  --verify          read every file back and check every byte\n"
             "  --remove          delete the files at the end\n");
 }
@@ -154,6 +156,7 @@ static int parse_args(int argc, char **argv, options *o, FILE *err, int rank)
     o->dtype = -1;
     o->fsync = 1;
     o->repeat = 1;
+    o->warmup = 1;
     o->methods[0] = M_MST;
     o->nmethods = 1;
     for (int i = 1; i < argc; i++) {
@@ -206,6 +209,11 @@ static int parse_args(int argc, char **argv, options *o, FILE *err, int rank)
             uint64_t r;
             bad = !v || parse_size(v, &r) || r == 0 || r > 1000;
             o->repeat = bad ? 1 : (int)r;
+            i++;
+        } else if (!strcmp(a, "--warmup")) {
+            uint64_t r;
+            bad = !v || parse_size(v, &r) || r > 100;
+            o->warmup = bad ? 1 : (int)r;
             i++;
         } else if (!strcmp(a, "--no-fsync")) {
             o->fsync = 0;
@@ -993,7 +1001,34 @@ static void remove_files(const ctx *c, int keep)
 
 /* ---- driver ---- */
 
-static int one_run(const ctx *c, int m, int run, FILE *out)
+/* Untimed: the first MPI_File_open of a process loads and selects Open MPI's
+ * I/O components (about 0.3 s here), which would otherwise be charged to
+ * whichever method runs first. Opens a scratch file once on the communicator
+ * and once per rank, writes a byte, removes it. */
+static void warm_up(const ctx *c)
+{
+    char *path = rank_path(c->o->out, -1);
+    MPI_File fh;
+    MPI_Status st;
+    char b = 0;
+    if (!path)
+        return;
+    if (MPI_File_open(c->comm, path, MPI_MODE_CREATE | MPI_MODE_WRONLY, MPI_INFO_NULL, &fh) ==
+        MPI_SUCCESS) {
+        MPI_File_write_at(fh, c->rank, &b, 1, MPI_BYTE, &st);
+        MPI_File_close(&fh);
+    }
+    if (MPI_File_open(MPI_COMM_SELF, path, MPI_MODE_WRONLY, MPI_INFO_NULL, &fh) == MPI_SUCCESS) {
+        MPI_File_write_at(fh, c->rank, &b, 1, MPI_BYTE, &st);
+        MPI_File_close(&fh);
+    }
+    MPI_Barrier(c->comm);
+    if (c->rank == 0)
+        unlink(path);
+    free(path);
+}
+
+static int one_run(const ctx *c, int m, int run, FILE *out, int quiet)
 {
     double t0, t1, marks[4] = {0, 0, 0, 0}, gmarks[4], mem[3], *all = NULL;
     int bad = 0, any = 0;
@@ -1028,7 +1063,7 @@ static int one_run(const ctx *c, int m, int run, FILE *out)
         free(all);
         return 1;
     }
-    if (c->rank == 0 && all) {
+    if (c->rank == 0 && all && !quiet) {
         /* each rank's marks count from its own t0, which the barrier makes
          * equal only to a few microseconds: clamp the last phase at 0 */
         double s = t1 - t0, end = m == M_CONSOLIDATE ? gmarks[3] : s;
@@ -1093,10 +1128,14 @@ int bench_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
         goto done;
     }
 
+    warm_up(&c);
+    for (int run = 0; run < o.warmup && !status; run++)
+        for (int k = 0; k < o.nmethods && !status; k++)
+            status = one_run(&c, o.methods[k], -1, out, 1);
     for (int run = 0; run < o.repeat && !status; run++)
         for (int k = 0; k < o.nmethods && !status; k++) {
             int m = o.methods[k], last = run + 1 == o.repeat && k + 1 == o.nmethods;
-            status = one_run(&c, m, run, out);
+            status = one_run(&c, m, run, out, 0);
             if (!status && o.verify) {
                 int bad = verify_method(&c, m);
                 MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, comm);
