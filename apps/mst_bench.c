@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -435,6 +436,16 @@ static double status_mib(const char *field)
         }
     fclose(f);
     return v;
+}
+
+/* user + system CPU seconds of this process so far */
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru))
+        return 0;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 static void reset_peak(void)
@@ -1030,7 +1041,7 @@ static void warm_up(const ctx *c)
 
 static int one_run(const ctx *c, int m, int run, FILE *out, int quiet)
 {
-    double t0, t1, marks[4] = {0, 0, 0, 0}, gmarks[4], mem[3], *all = NULL;
+    double t0, t1, cpu0, marks[4] = {0, 0, 0, 0}, gmarks[4], mem[4], *all = NULL;
     int bad = 0, any = 0;
     const char *io = getenv("OMPI_MCA_io");
 
@@ -1042,6 +1053,7 @@ static int one_run(const ctx *c, int m, int run, FILE *out, int quiet)
     mem[0] = status_mib("VmRSS");
     reset_peak();
     MPI_Barrier(c->comm);
+    cpu0 = cpu_seconds();
     t0 = MPI_Wtime();
     switch (m) {
     case M_MST: bad = run_mst(c, t0, marks); break;
@@ -1054,11 +1066,12 @@ static int one_run(const ctx *c, int m, int run, FILE *out, int quiet)
     t1 = MPI_Wtime();
     mem[1] = status_mib("VmHWM");
     mem[2] = mem[1] - mem[0];
+    mem[3] = cpu_seconds() - cpu0;
     MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, c->comm);
     MPI_Reduce(marks, gmarks, 4, MPI_DOUBLE, MPI_MAX, 0, c->comm);
     if (c->rank == 0)
-        all = malloc((size_t)c->size * 3 * sizeof *all);
-    MPI_Gather(mem, 3, MPI_DOUBLE, all, 3, MPI_DOUBLE, 0, c->comm);
+        all = malloc((size_t)c->size * 4 * sizeof *all);
+    MPI_Gather(mem, 4, MPI_DOUBLE, all, 4, MPI_DOUBLE, 0, c->comm);
     if (any) {
         free(all);
         return 1;
@@ -1069,7 +1082,8 @@ static int one_run(const ctx *c, int m, int run, FILE *out, int quiet)
         double s = t1 - t0, end = m == M_CONSOLIDATE ? gmarks[3] : s;
         if (end < gmarks[2])
             end = gmarks[2];
-        static const char *const keys[3] = {"rss_before_mib", "peak_mib", "extra_mib"};
+        static const char *const keys[4] = {"rss_before_mib", "peak_mib", "extra_mib",
+                                            "cpu_s"};
         fprintf(out,
                 "{\"method\":\"%s\",\"ranks\":%d,\"bytes\":%" PRIu64 ",\"tensors\":%" PRIu64
                 ",\"fsync\":%s,\"mix\":\"%s\",\"dtype\":\"%s\",\"layout\":\"%s\",\"io\":\"%s\","
@@ -1084,10 +1098,10 @@ static int one_run(const ctx *c, int m, int run, FILE *out, int quiet)
         if (m == M_CONSOLIDATE)
             fprintf(out, ",\"consolidate\":%.6f", s > end ? s - end : 0.0);
         fputc('}', out);
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 4; k++) {
             fprintf(out, ",\"%s\":[", keys[k]);
             for (int r = 0; r < c->size; r++)
-                fprintf(out, "%s%.1f", r ? "," : "", all[3 * r + k]);
+                fprintf(out, k == 3 ? "%s%.3f" : "%s%.1f", r ? "," : "", all[4 * r + k]);
             fputc(']', out);
         }
         fputs("}\n", out);
