@@ -2,17 +2,19 @@
 # Benchmarks mst against what users would do instead (issue 9) and column
 # against row splits (issue 6), from a fresh build:
 #   scripts/bench.sh [--quick] [--dir DIR] [--results DIR] [--ranks "1 2 4"]
-#                    [--size 2GiB] [--repeat 3]
+#                    [--size 1GiB] [--repeat 3]
+# (workloads and rows/cols use 256 MiB, the memory section 64 MiB boxes)
 # Sections, each written as JSON lines (one per run) to RESULTS/<section>.jsonl:
 #   scaling    every method at each rank count, with and without fsync, the
 #              methods interleaved inside one job (A B C D E A B C D E ...);
 #   workloads  at the largest rank count: a transformer-like mix, 100,000 tiny
-#              tensors, one dtype against the dtype mix;
+#              tensors (25.6 MB), one dtype (F32) against the dtype mix;
 #   layout     mst with every 2-D tensor split by row blocks, then by column
 #              blocks (strided, collective writes), jobs alternated;
 #   memory     column splits with the same box per rank at 1, 2, 4, 8 ranks: the
 #              global tensors grow with the ranks, a rank's memory must not;
-#   planning   1,000,000 tiny tensors over 16 ranks (100,000 over 4 in --quick).
+#   planning   1,000,000 tiny tensors over 1 and 16 ranks (100,000 over 1 and
+#              4 in --quick); 1 rank is the plan alone, without the exchange.
 # Then scripts/bench_summary.py writes RESULTS/summary.md (medians, spread,
 # ratios) and gnuplot draws RESULTS/throughput-fsync.png and -nofsync.png.
 # DIR (default: bench-tmp/ in the repository, on its disk) holds the files
@@ -24,7 +26,7 @@ quick=0
 dir="$MST_ROOT/bench-tmp"
 results=""
 ranks="1 2 4"
-size=2GiB
+size=1GiB
 repeat=3
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -41,10 +43,10 @@ while [ $# -gt 0 ]; do
 done
 if [ "$quick" = 1 ]; then
     size=64MiB repeat=1
-    plan_tensors=100000 plan_ranks=4 box=8MiB
+    plan_tensors=100000 plan_ranks="1 4" box=8MiB small=16MiB
     results=${results:-$MST_BUILD/bench-quick}
 else
-    plan_tensors=1000000 plan_ranks=16 box=256MiB
+    plan_tensors=1000000 plan_ranks="1 16" box=64MiB small=256MiB
     results=${results:-$MST_ROOT/docs/bench}
 fi
 "$MST_ROOT/scripts/setup-deps.sh"
@@ -85,11 +87,11 @@ done
 n=$max_ranks
 for fs in "" --no-fsync; do
     echo "workloads: $n ranks ${fs:-fsync}" >&2
-    mb "$n" --size "$size" --tensors 256 --mix transformer --method all --repeat "$repeat" $fs \
+    mb "$n" --size "$small" --tensors 256 --mix transformer --method all --repeat "$repeat" $fs \
         >> "$results/workloads.jsonl"
     mb "$n" --size 25600000 --tensors 100000 --method all --repeat "$repeat" $fs \
         >> "$results/workloads.jsonl"
-    mb "$n" --size "$size" --tensors 64 --dtype F32 --method all --repeat "$repeat" $fs \
+    mb "$n" --size "$small" --tensors 64 --dtype F32 --method all --repeat "$repeat" $fs \
         >> "$results/workloads.jsonl"
 done
 
@@ -101,7 +103,7 @@ for fs in "" --no-fsync; do
         i=0
         while [ $i -lt "$repeat" ]; do
             for layout in rows cols; do
-                mb "$n" --size "$size" --tensors 64 --dtype BF16 --layout $layout $fs \
+                mb "$n" --size "$small" --tensors 64 --dtype BF16 --layout $layout $fs \
                     >> "$results/layout.jsonl"
             done
             i=$((i + 1))
@@ -113,14 +115,16 @@ done
 for n in 1 2 4 8; do
     echo "memory: $n ranks, $box per rank" >&2
     total=$(( $(echo $box | sed 's/MiB//') * n ))MiB
-    mb "$n" --size "$total" --tensors 8 --dtype BF16 --layout cols --no-fsync \
+    mb "$n" --size "$total" --tensors 8 --dtype BF16 --layout cols --no-fsync --warmup 0 \
         >> "$results/memory.jsonl"
 done
 
 : > "$results/planning.jsonl"
-echo "planning: $plan_tensors tensors over $plan_ranks ranks" >&2
-mb "$plan_ranks" --size $((plan_tensors * 8)) --tensors $plan_tensors --dtype F32 --no-fsync \
-    --repeat 2 >> "$results/planning.jsonl"
+for n in $plan_ranks; do
+    echo "planning: $plan_tensors tensors over $n ranks" >&2
+    mb "$n" --size $((plan_tensors * 8)) --tensors $plan_tensors --dtype F32 --no-fsync \
+        --warmup 0 --repeat 2 >> "$results/planning.jsonl"
+done
 
 rm -rf "$dir"
 python3 "$MST_ROOT/scripts/bench_summary.py" "$results"

@@ -1,6 +1,6 @@
 # Throughput against ranks, one line per method; called by scripts/bench.sh
 # with dat, png and title set (gnuplot -e).
-set terminal pngcairo size 720,440 font ",10"
+set terminal pngcairo size 720,440 font ",10" noenhanced
 set output png
 set title "mst-bench: ".title
 set xlabel "ranks"

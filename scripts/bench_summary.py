@@ -70,14 +70,15 @@ def phase_table(rows, out, title):
         groups.setdefault((r["ranks"], r["fsync"], r["method"]), []).append(r)
     out.append("### " + title + "\n")
     out.append("| ranks | fsync | method | total s | plan s | write s | sync s | commit s | "
-               "consolidate s | extra MiB (max rank) | extra MiB (rank 0) |")
-    out.append("|" + "---|" * 11)
+               "consolidate s | CPU s (max rank) | extra MiB (max rank) | extra MiB (rank 0) |")
+    out.append("|" + "---|" * 12)
     for (n, fs, m), rs in groups.items():
         ph = lambda p: "%.3f" % med([r["phases"].get(p, 0) for r in rs])
-        out.append("| %d | %s | %s | %.3f | %s | %s | %s | %s | %s | %.1f | %.1f |" % (
+        out.append("| %d | %s | %s | %.3f | %s | %s | %s | %s | %s | %.3f | %.1f | %.1f |" % (
             n, "yes" if fs else "no", m, med([r["seconds"] for r in rs]), ph("plan"),
             ph("write"), ph("sync"), ph("commit"),
             ph("consolidate") if m == "per-rank+consolidate" else "-",
+            med([max(r.get("cpu_s", [0])) for r in rs]),
             med([max(r["extra_mib"]) for r in rs]), med([r["extra_mib"][0] for r in rs])))
     out.append("")
 
@@ -156,13 +157,14 @@ def main():
     plan = load(d, "planning")
     if plan:
         out.append("### Planning at scale (mst, tiny F32 tensors, no fsync)\n")
-        out.append("| ranks | tensors | total s | exchange+plan+header s | write s | "
-                   "rank 0 extra MiB | rank 0 bytes per tensor | other ranks extra MiB (max) |")
-        out.append("|---|---|---|---|---|---|---|---|")
+        out.append("| ranks | tensors | run | total s | exchange+plan+header s | write s | "
+                   "rank 0 CPU s (whole save) | rank 0 extra MiB | rank 0 bytes per tensor | "
+                   "other ranks extra MiB (max) |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
         for r in plan:
-            out.append("| %d | %d | %.3f | %.3f | %.3f | %.1f | %.0f | %.1f |" % (
-                r["ranks"], r["tensors"], r["seconds"], r["phases"]["plan"],
-                r["phases"]["write"], r["extra_mib"][0],
+            out.append("| %d | %d | %d | %.3f | %.3f | %.3f | %.3f | %.1f | %.0f | %.1f |" % (
+                r["ranks"], r["tensors"], r["run"], r["seconds"], r["phases"]["plan"],
+                r["phases"]["write"], r.get("cpu_s", [0])[0], r["extra_mib"][0],
                 r["extra_mib"][0] * 2**20 / r["tensors"], max(r["extra_mib"][1:] or [0])))
         out.append("")
 
