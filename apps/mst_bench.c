@@ -45,9 +45,10 @@
 
 #include "mst.h"
 
-enum { M_MST, M_GATHER, M_PERRANK, M_RAW, M_CONSOLIDATE, M_COUNT };
+enum { M_MST, M_GATHER, M_PERRANK, M_RAW, M_CONSOLIDATE, M_REDIST, M_COUNT };
 static const char *const method_names[M_COUNT] = {"mst", "gather", "per-rank", "raw",
-                                                  "per-rank+consolidate"};
+                                                  "per-rank+consolidate", "redistribute"};
+#define M_ALL (M_CONSOLIDATE + 1) /* what "all" runs */
 enum { L_WHOLE, L_ROWS, L_COLS };
 static const char *const layout_names[] = {"whole", "rows", "cols"};
 enum { MIX_UNIFORM, MIX_TRANSFORMER };
@@ -75,7 +76,10 @@ static void usage(FILE *f)
             "usage: mpirun -np N mst-bench -o FILE [options]\n"
             "  -o, --out FILE    target file (on the file system to measure)\n"
             "  --method LIST     comma-separated, interleaved per repeat (default mst):\n"
-            "                    mst gather per-rank raw per-rank+consolidate, or all\n"
+            "                    mst gather per-rank raw per-rank+consolidate, or all;\n"
+            "                    redistribute (--layout cols only): a prototype of column\n"
+            "                    blocks turned into row blocks by MPI_Alltoallw, then one\n"
+            "                    contiguous write per rank and tensor (same file as mst)\n"
             "  --size SIZE       total tensor bytes (default 256MiB); suffixes K M G (1000s)\n"
             "                    or KiB MiB GiB (1024s)\n"
             "  --tensors N       number of tensors (default 64)\n"
@@ -133,7 +137,7 @@ static int parse_methods(const char *v, options *o)
          tok = strtok_r(NULL, ",", &save)) {
         int found = 0;
         if (!strcmp(tok, "all")) {
-            for (int m = 0; m < M_COUNT && o->nmethods < M_COUNT * 4; m++)
+            for (int m = 0; m < M_ALL && o->nmethods < M_COUNT * 4; m++)
                 o->methods[o->nmethods++] = m;
             continue;
         }
@@ -244,6 +248,12 @@ static int parse_args(int argc, char **argv, options *o, FILE *err, int rank)
         }
         return 2;
     }
+    for (int k = 0; k < o->nmethods; k++)
+        if (o->methods[k] == M_REDIST && o->layout != L_COLS) {
+            if (rank == 0)
+                fprintf(err, "mst-bench: --method redistribute needs --layout cols\n");
+            return 2;
+        }
     if (o->layout != L_WHOLE)
         for (int k = 0; k < o->nmethods; k++)
             if (o->methods[k] == M_GATHER || o->methods[k] == M_CONSOLIDATE) {
@@ -911,6 +921,125 @@ static int run_consolidate(const ctx *c, double t0, double *marks)
     return bad;
 }
 
+/* Prototype of what mst could do with column splits: per tensor, turn the
+ * column blocks into row blocks with one MPI_Alltoallw (subarray types on
+ * both sides, no packing by hand), then every rank writes its row block, one
+ * contiguous range, with MPI_File_write_at. The staging buffer is one row
+ * block, the size of the rank's own box. The file is mst's, byte for byte:
+ * rank 0 writes the header, every rank computes the same offsets. */
+static int run_redistribute(const ctx *c, double t0, double *marks)
+{
+    const options *o = c->o;
+    const int n = c->size, me = c->rank;
+    entry *e = calloc(o->tensors, sizeof *e);
+    tensor *all = calloc(o->tensors, sizeof *all);
+    uint64_t *off = calloc(o->tensors, sizeof *off), hlen = 0, pos;
+    int *cnt = calloc((size_t)n * 3, sizeof *cnt), *dsp = cnt + n, *rcnt = dsp + n;
+    MPI_Datatype *st = calloc((size_t)n * 2, sizeof *st), *rt = st + n;
+    unsigned char *stage = NULL;
+    size_t stage_cap = 0;
+    char *h = NULL;
+    MPI_File fh = MPI_FILE_NULL;
+    int bad = !e || !all || !off || !cnt || !st;
+    for (uint64_t i = 0; !bad && i < o->tensors; i++) {
+        describe(o, i, &all[i]);
+        e[i].name = all[i].name;
+        e[i].dtype = (int)all[i].dtype;
+        e[i].ndim = all[i].ndim;
+        e[i].shape = all[i].shape;
+        e[i].nbytes = all[i].nbytes;
+        e[i].src = (int)i;
+    }
+    if (!bad)
+        bad = !(h = build_header(e, o->tensors, &hlen));
+    pos = hlen;
+    for (uint64_t k = 0; !bad && k < o->tensors; k++) {
+        off[e[k].src] = pos;
+        pos += e[k].nbytes;
+    }
+    if (!bad && MPI_File_open(c->comm, o->out, MPI_MODE_CREATE | MPI_MODE_WRONLY, MPI_INFO_NULL,
+                              &fh) != MPI_SUCCESS)
+        bad = 1;
+    marks[0] = MPI_Wtime() - t0;
+    if (!bad && me == 0)
+        bad = MPI_File_write_at(fh, 0, h, (int)hlen, MPI_BYTE, MPI_STATUS_IGNORE) != MPI_SUCCESS;
+    for (size_t k = 0; !bad && k < c->n; k++) {
+        const piece *p = &c->pieces[k];
+        const tensor *t = &p->t;
+        int64_t R, C, el = mst_dtype_bits(t->dtype) / 8, rlo = 0, rh = 0, mycols;
+        uint64_t bytes;
+        MPI_Datatype elt;
+        if (p->whole || t->ndim != 2 || p->count[1] == t->shape[1]) {
+            /* a whole tensor or a 1-D split: already contiguous */
+            uint64_t at = off[p->index] + (p->whole ? 0 : (uint64_t)p->start[0] * (uint64_t)el *
+                                                               (t->ndim == 2 ? (uint64_t)t->shape[1] : 1));
+            for (uint64_t d = 0; !bad && d < p->nbytes; d += MAX_CALL) {
+                uint64_t len = p->nbytes - d < MAX_CALL ? p->nbytes - d : MAX_CALL;
+                bad = MPI_File_write_at(fh, (MPI_Offset)(at + d), p->data + d, (int)len, MPI_BYTE,
+                                        MPI_STATUS_IGNORE) != MPI_SUCCESS;
+            }
+            continue;
+        }
+        R = t->shape[0];
+        C = t->shape[1];
+        mycols = p->count[1];
+        rlo = R * me / n;
+        rh = R * (me + 1) / n - rlo;
+        bytes = (uint64_t)(rh * C * el);
+        if (bytes > stage_cap) {
+            free(stage);
+            stage_cap = bytes;
+            if (!(stage = malloc(stage_cap))) {
+                bad = 1;
+                break;
+            }
+        }
+        MPI_Type_contiguous((int)el, MPI_BYTE, &elt);
+        for (int j = 0; j < n; j++) {
+            int64_t jr0 = R * j / n, jrh = R * (j + 1) / n - jr0;
+            int64_t jc0 = C * j / n, jcw = C * (j + 1) / n - jc0;
+            int gs[2] = {(int)R, (int)mycols}, ss[2] = {(int)jrh, (int)mycols}, s0[2] = {(int)jr0, 0};
+            int gr[2] = {(int)rh, (int)C}, sr[2] = {(int)rh, (int)jcw}, r0[2] = {0, (int)jc0};
+            MPI_Type_create_subarray(2, gs, ss, s0, MPI_ORDER_C, elt, &st[j]);
+            MPI_Type_create_subarray(2, gr, sr, r0, MPI_ORDER_C, elt, &rt[j]);
+            MPI_Type_commit(&st[j]);
+            MPI_Type_commit(&rt[j]);
+            dsp[j] = 0;
+            cnt[j] = jrh > 0 && mycols > 0 ? 1 : 0;
+        }
+        for (int j = 0; j < n; j++)
+            rcnt[j] = rh > 0 && C * (j + 1) / n > C * j / n ? 1 : 0;
+        bad = MPI_Alltoallw(p->data, cnt, dsp, st, stage, rcnt, dsp, rt, c->comm) != MPI_SUCCESS;
+        for (int j = 0; j < n; j++) {
+            MPI_Type_free(&st[j]);
+            MPI_Type_free(&rt[j]);
+        }
+        MPI_Type_free(&elt);
+        for (uint64_t d = 0; !bad && d < bytes; d += MAX_CALL) {
+            uint64_t len = bytes - d < MAX_CALL ? bytes - d : MAX_CALL;
+            bad = MPI_File_write_at(fh, (MPI_Offset)(off[p->index] + (uint64_t)(rlo * C * el) + d),
+                                    stage + d, (int)len, MPI_BYTE,
+                                    MPI_STATUS_IGNORE) != MPI_SUCCESS;
+        }
+    }
+    marks[1] = MPI_Wtime() - t0;
+    if (!bad && o->fsync && MPI_File_sync(fh) != MPI_SUCCESS)
+        bad = 1;
+    marks[2] = MPI_Wtime() - t0;
+    if (fh != MPI_FILE_NULL)
+        MPI_File_close(&fh);
+    if (bad)
+        fprintf(c->err, "mst-bench: rank %d: redistribute failed\n", me);
+    free(e);
+    free(all);
+    free(off);
+    free(cnt);
+    free(st);
+    free(stage);
+    free(h);
+    return bad;
+}
+
 /* ---- checks ---- */
 
 /* Every byte of the tensors i with i % size == rank in the single file. */
@@ -1060,6 +1189,7 @@ static int one_run(const ctx *c, int m, int run, FILE *out, int quiet)
     case M_RAW: bad = run_raw(c, t0, marks); break;
     case M_PERRANK: bad = run_per_rank(c, t0, marks); break;
     case M_GATHER: bad = run_gather(c, t0, marks); break;
+    case M_REDIST: bad = run_redistribute(c, t0, marks); break;
     default: bad = run_consolidate(c, t0, marks); break;
     }
     MPI_Barrier(c->comm);

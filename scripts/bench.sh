@@ -10,7 +10,9 @@
 #   workloads  at the largest rank count: a transformer-like mix, 100,000 tiny
 #              tensors (25.6 MB), one dtype (F32) against the dtype mix;
 #   layout     mst with every 2-D tensor split by row blocks, then by column
-#              blocks (strided, collective writes), jobs alternated;
+#              blocks (strided, collective writes), jobs alternated; with the
+#              column blocks also mst-bench's "redistribute" prototype (column
+#              blocks to row blocks by MPI_Alltoallw, then contiguous writes);
 #   memory     column splits with the same box per rank at 1, 2, 4, 8 ranks: the
 #              global tensors grow with the ranks, a rank's memory must not;
 #   planning   1,000,000 tiny tensors over 1 and 16 ranks (100,000 over 1 and
@@ -102,10 +104,10 @@ for fs in "" --no-fsync; do
         echo "layout: $n ranks ${fs:-fsync}" >&2
         i=0
         while [ $i -lt "$repeat" ]; do
-            for layout in rows cols; do
-                mb "$n" --size "$small" --tensors 64 --dtype BF16 --layout $layout $fs \
-                    >> "$results/layout.jsonl"
-            done
+            mb "$n" --size "$small" --tensors 64 --dtype BF16 --layout rows $fs \
+                >> "$results/layout.jsonl"
+            mb "$n" --size "$small" --tensors 64 --dtype BF16 --layout cols \
+                --method mst,redistribute $fs >> "$results/layout.jsonl"
             i=$((i + 1))
         done
     done

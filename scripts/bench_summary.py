@@ -125,19 +125,23 @@ def main():
         out.append("### Column splits against row splits (mst, BF16, every tensor split over "
                    "all ranks)\n")
         out.append("| ranks | fsync | rows GiB/s | cols GiB/s | cols/rows (paired) | "
-                   "cols write s | cols extra MiB (max rank) |")
-        out.append("|---|---|---|---|---|---|---|")
+                   "cols extra MiB (max rank) | redistribute GiB/s | redistribute/rows | "
+                   "redistribute extra MiB (max rank) |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
         groups = collections.OrderedDict()
         for r in lay:
-            groups.setdefault((r["ranks"], r["fsync"]), {"rows": [], "cols": []})[
-                r["layout"]].append(r)
+            slot = "redist" if r["method"] == "redistribute" else r["layout"]
+            groups.setdefault((r["ranks"], r["fsync"]), {"rows": [], "cols": [], "redist": []})[
+                slot].append(r)
         for (n, fs), g in groups.items():
             pairs = [c["gib_per_s"] / w["gib_per_s"] for w, c in zip(g["rows"], g["cols"])]
-            out.append("| %d | %s | %s | %s | %s | %.3f | %.1f |" % (
+            rpairs = [c["gib_per_s"] / w["gib_per_s"] for w, c in zip(g["rows"], g["redist"])]
+            out.append("| %d | %s | %s | %s | %s | %.1f | %s | %s | %s |" % (
                 n, "yes" if fs else "no", spread([r["gib_per_s"] for r in g["rows"]]),
                 spread([r["gib_per_s"] for r in g["cols"]]), spread(pairs),
-                med([r["phases"]["write"] for r in g["cols"]]),
-                med([max(r["extra_mib"]) for r in g["cols"]])))
+                med([max(r["extra_mib"]) for r in g["cols"]]),
+                spread([r["gib_per_s"] for r in g["redist"]]), spread(rpairs),
+                "%.1f" % med([max(r["extra_mib"]) for r in g["redist"]]) if g["redist"] else "-"))
         out.append("")
 
     mem = load(d, "memory")
