@@ -15,7 +15,8 @@
  *                         shared file, no header, no plan (the MPI-IO ceiling, like IOR);
  *   per-rank+consolidate  per-rank, then rank 0 reads the per-rank files back and writes the
  *                         single safetensors file; timed end to end.
- * With several methods and --repeat R, the methods are interleaved: A B C A B C ...
+ * With several methods and --repeat R, the methods are interleaved, the order
+ * turning every round: A B C, B C A, C A B ...
  *
  * Tensor i is owned by rank i % nranks (--layout whole), or split over all
  * ranks by row blocks or column blocks (--layout rows|cols, through
@@ -1278,7 +1279,10 @@ int bench_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
             status = one_run(&c, o.methods[k], -1, out, 1);
     for (int run = 0; run < o.repeat && !status; run++)
         for (int k = 0; k < o.nmethods && !status; k++) {
-            int m = o.methods[k], last = run + 1 == o.repeat && k + 1 == o.nmethods;
+            /* the order turns every round (A B C, B C A, C A B ...), so no method
+             * always follows the removal of the largest file or runs first */
+            int m = o.methods[(k + run) % o.nmethods];
+            int last = run + 1 == o.repeat && k + 1 == o.nmethods;
             status = one_run(&c, m, run, out, 0);
             if (!status && o.verify) {
                 int bad = verify_method(&c, m);
