@@ -2,7 +2,7 @@
 # Benchmarks mst against what users would do instead (issue 9) and column
 # against row splits (issue 6), from a fresh build:
 #   scripts/bench.sh [--quick] [--dir DIR] [--results DIR] [--ranks "1 2 4"]
-#                    [--size 1GiB] [--repeat 3]
+#                    [--size 1GiB] [--repeat 3] [--sections "scaling workloads ..."]
 # (workloads and rows/cols use 256 MiB, the memory section 64 MiB boxes)
 # Sections, each written as JSON lines (one per run) to RESULTS/<section>.jsonl:
 #   scaling    every method at each rank count, with and without fsync, the
@@ -30,6 +30,7 @@ results=""
 ranks="1 2 4"
 size=1GiB
 repeat=3
+sections="scaling workloads layout memory planning"
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) quick=1 ;;
@@ -38,7 +39,8 @@ while [ $# -gt 0 ]; do
     --ranks) ranks=$2; shift ;;
     --size) size=$2; shift ;;
     --repeat) repeat=$2; shift ;;
-    *) echo "usage: $0 [--quick] [--dir DIR] [--results DIR] [--ranks LIST] [--size S] [--repeat R]" >&2
+    --sections) sections=$2; shift ;;
+    *) echo "usage: $0 [--quick] [--dir DIR] [--results DIR] [--ranks LIST] [--size S] [--repeat R] [--sections LIST]" >&2
        exit 2 ;;
     esac
     shift
@@ -59,6 +61,8 @@ mkdir -p "$dir" "$results"
 target="$dir/bench.safetensors"
 max_ranks=$(echo $ranks | tr ' ' '\n' | sort -n | tail -n 1)
 
+want() { case " $sections " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
 mb() { # ranks, then mst-bench options; JSON lines to stdout
     n=$1; shift
     mpiexec -n "$n" "$bench" -o "$target" --remove "$@"
@@ -76,6 +80,7 @@ mb() { # ranks, then mst-bench options; JSON lines to stdout
     echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$results/machine.txt"
 
+if want scaling; then
 : > "$results/scaling.jsonl"
 for fs in "" --no-fsync; do
     for n in $ranks; do
@@ -84,7 +89,9 @@ for fs in "" --no-fsync; do
             >> "$results/scaling.jsonl"
     done
 done
+fi
 
+if want workloads; then
 : > "$results/workloads.jsonl"
 n=$max_ranks
 for fs in "" --no-fsync; do
@@ -96,7 +103,9 @@ for fs in "" --no-fsync; do
     mb "$n" --size "$small" --tensors 64 --dtype F32 --method all --repeat "$repeat" $fs \
         >> "$results/workloads.jsonl"
 done
+fi
 
+if want layout; then
 : > "$results/layout.jsonl"
 for fs in "" --no-fsync; do
     for n in $ranks; do
@@ -112,26 +121,35 @@ for fs in "" --no-fsync; do
         done
     done
 done
+fi
 
+if want memory; then
 : > "$results/memory.jsonl"
 for n in 1 2 4 8; do
     echo "memory: $n ranks, $box per rank" >&2
     total=$(( $(echo $box | sed 's/MiB//') * n ))MiB
-    mb "$n" --size "$total" --tensors 8 --dtype BF16 --layout cols --no-fsync --warmup 0 \
-        >> "$results/memory.jsonl"
+    for m in mst redistribute; do # fresh processes: first-run peaks
+        mb "$n" --size "$total" --tensors 8 --dtype BF16 --layout cols --no-fsync --warmup 0 \
+            --method $m >> "$results/memory.jsonl"
+    done
 done
 
 : > "$results/planning.jsonl"
+fi
+
+if want planning; then
 for n in $plan_ranks; do
     echo "planning: $plan_tensors tensors over $n ranks" >&2
     mb "$n" --size $((plan_tensors * 8)) --tensors $plan_tensors --dtype F32 --no-fsync \
         --warmup 0 --repeat 2 >> "$results/planning.jsonl"
 done
+fi
 
 rm -rf "$dir"
 python3 "$MST_ROOT/scripts/bench_summary.py" "$results"
 if command -v gnuplot >/dev/null; then
     for fs in fsync nofsync; do
+        [ -f "$results/throughput-$fs.dat" ] || continue
         gnuplot -e "dat='$results/throughput-$fs.dat'; png='$results/throughput-$fs.png'; title='$([ $fs = fsync ] && echo with || echo without) fsync'" \
             "$MST_ROOT/scripts/bench_plot.gp"
     done

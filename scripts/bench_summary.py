@@ -146,14 +146,14 @@ def main():
 
     mem = load(d, "memory")
     if mem:
-        out.append("### Column splits, the same box per rank, growing global tensors (mst, no "
-                   "fsync)\n")
-        out.append("| ranks | global MiB | box MiB per rank | rss before (max) | peak (max) | "
-                   "extra MiB per rank |")
-        out.append("|---|---|---|---|---|---|")
-        for r in mem:
-            out.append("| %d | %.0f | %.0f | %.1f | %.1f | %s |" % (
-                r["ranks"], r["bytes"] / 2**20, r["bytes"] / 2**20 / r["ranks"],
+        out.append("### Column splits, the same box per rank, growing global tensors (no fsync, "
+                   "fresh processes, first run)\n")
+        out.append("| method | ranks | global MiB | box MiB per rank | rss before (max) | "
+                   "peak (max) | extra MiB per rank |")
+        out.append("|---|---|---|---|---|---|---|")
+        for r in sorted(mem, key=lambda r: (r["method"] != "mst", r["ranks"])):
+            out.append("| %s | %d | %.0f | %.0f | %.1f | %.1f | %s |" % (
+                r["method"], r["ranks"], r["bytes"] / 2**20, r["bytes"] / 2**20 / r["ranks"],
                 max(r["rss_before_mib"]), max(r["peak_mib"]),
                 ", ".join("%.1f" % x for x in r["extra_mib"])))
         out.append("")
