@@ -84,7 +84,7 @@ static void usage(FILE *f)
             "  --size SIZE       total tensor bytes (default 256MiB); suffixes K M G (1000s)\n"
             "                    or KiB MiB GiB (1024s)\n"
             "  --tensors N       number of tensors (default 64)\n"
-            "  --mix NAME        uniform (equal sizes, default) or transformer (every 8th\n"
+            "  --mix NAME        uniform (equal sizes, default) or transformer (every 7th\n"
             "                    tensor a big matrix of 1x-3x, 99%% of the bytes; the rest small)\n"
             "  --dtype NAME|mix  dtype of every tensor (default mix: F32 BF16 F16 I64 U8 ...)\n"
             "  --layout L        whole (tensor i on rank i %% N, default), rows or cols (every\n"
@@ -264,7 +264,7 @@ static int parse_args(int argc, char **argv, options *o, FILE *err, int rank)
                 return 2;
             }
     {
-        uint64_t nbig = (o->tensors + 7) / 8;
+        uint64_t nbig = (o->tensors + 6) / 7;
         o->wsum = nbig + (nbig / 3) * 3 + (nbig % 3 == 2 ? 1 : 0);
     }
     return 0;
@@ -315,8 +315,9 @@ typedef struct tensor {
 
 /* Tensor i of the synthetic checkpoint, whole elements. uniform: an equal
  * share of the bytes, the last one taking the remainder. transformer: every
- * 8th tensor is a matrix of weight 1, 2 or 3 sharing 99% of the bytes, the
- * others share 1% equally (norms, biases). 2-D [n/1024, 1024] or [n/64, 64]
+ * 7th tensor is a matrix of weight 1, 2 or 3 sharing 99% of the bytes, the
+ * others share 1% equally (norms, biases); 7 is prime to every power-of-two
+ * rank count, so round-robin ownership spreads the big ones. 2-D [n/1024, 1024] or [n/64, 64]
  * where the element count allows, else 1-D. */
 static void describe(const options *o, uint64_t i, tensor *t)
 {
@@ -328,10 +329,10 @@ static void describe(const options *o, uint64_t i, tensor *t)
         uint64_t share = o->size / o->tensors;
         bytes = i + 1 == o->tensors ? o->size - share * (o->tensors - 1) : share;
     } else {
-        uint64_t nbig = (o->tensors + 7) / 8, nsmall = o->tensors - nbig;
+        uint64_t nbig = (o->tensors + 6) / 7, nsmall = o->tensors - nbig;
         uint64_t small_total = nsmall ? o->size / 100 : 0;
-        if (i % 8 == 0)
-            bytes = (o->size - small_total) / o->wsum * (1 + (i / 8) % 3);
+        if (i % 7 == 0)
+            bytes = (o->size - small_total) / o->wsum * (1 + (i / 7) % 3);
         else
             bytes = small_total / nsmall;
     }
