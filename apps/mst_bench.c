@@ -473,13 +473,15 @@ static void reset_peak(void)
 
 static struct probe {
     int on;
-    double first_open, last_write, last_sync;
+    double first_open, last_write, last_sync, cpu_at_open;
 } probe;
 
 int MPI_File_open(MPI_Comm comm, const char *filename, int amode, MPI_Info info, MPI_File *fh)
 {
-    if (probe.on && probe.first_open < 0)
+    if (probe.on && probe.first_open < 0) {
         probe.first_open = PMPI_Wtime();
+        probe.cpu_at_open = cpu_seconds();
+    }
     return PMPI_File_open(comm, filename, amode, info, fh);
 }
 
@@ -689,7 +691,7 @@ static int run_mst(const ctx *c, double t0, double *marks)
 {
     mst_writer *w = NULL;
     int rc;
-    probe.first_open = probe.last_write = probe.last_sync = -1;
+    probe.first_open = probe.last_write = probe.last_sync = probe.cpu_at_open = -1;
     probe.on = 1;
     rc = mst_writer_open(&w, c->comm, c->o->out, MPI_INFO_NULL);
     if (rc == MST_OK) {
@@ -1172,7 +1174,7 @@ static void warm_up(const ctx *c)
 
 static int one_run(const ctx *c, int m, int run, FILE *out, int quiet)
 {
-    double t0, t1, cpu0, marks[4] = {0, 0, 0, 0}, gmarks[4], mem[4], *all = NULL;
+    double t0, t1, cpu0, marks[4] = {0, 0, 0, 0}, gmarks[4], mem[5], *all = NULL;
     int bad = 0, any = 0;
     const char *io = getenv("OMPI_MCA_io");
 
@@ -1199,11 +1201,13 @@ static int one_run(const ctx *c, int m, int run, FILE *out, int quiet)
     mem[1] = status_mib("VmHWM");
     mem[2] = mem[1] - mem[0];
     mem[3] = cpu_seconds() - cpu0;
+    /* mst: CPU until the first file open, i.e. declarations, exchange, plan, header */
+    mem[4] = m == M_MST && probe.cpu_at_open >= 0 ? probe.cpu_at_open - cpu0 : -1;
     MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, c->comm);
     MPI_Reduce(marks, gmarks, 4, MPI_DOUBLE, MPI_MAX, 0, c->comm);
     if (c->rank == 0)
-        all = malloc((size_t)c->size * 4 * sizeof *all);
-    MPI_Gather(mem, 4, MPI_DOUBLE, all, 4, MPI_DOUBLE, 0, c->comm);
+        all = malloc((size_t)c->size * 5 * sizeof *all);
+    MPI_Gather(mem, 5, MPI_DOUBLE, all, 5, MPI_DOUBLE, 0, c->comm);
     if (any) {
         free(all);
         return 1;
@@ -1214,8 +1218,8 @@ static int one_run(const ctx *c, int m, int run, FILE *out, int quiet)
         double s = t1 - t0, end = m == M_CONSOLIDATE ? gmarks[3] : s;
         if (end < gmarks[2])
             end = gmarks[2];
-        static const char *const keys[4] = {"rss_before_mib", "peak_mib", "extra_mib",
-                                            "cpu_s"};
+        static const char *const keys[5] = {"rss_before_mib", "peak_mib", "extra_mib",
+                                            "cpu_s", "cpu_plan_s"};
         fprintf(out,
                 "{\"method\":\"%s\",\"ranks\":%d,\"bytes\":%" PRIu64 ",\"tensors\":%" PRIu64
                 ",\"fsync\":%s,\"mix\":\"%s\",\"dtype\":\"%s\",\"layout\":\"%s\",\"io\":\"%s\","
@@ -1230,10 +1234,10 @@ static int one_run(const ctx *c, int m, int run, FILE *out, int quiet)
         if (m == M_CONSOLIDATE)
             fprintf(out, ",\"consolidate\":%.6f", s > end ? s - end : 0.0);
         fputc('}', out);
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < (m == M_MST ? 5 : 4); k++) {
             fprintf(out, ",\"%s\":[", keys[k]);
             for (int r = 0; r < c->size; r++)
-                fprintf(out, k == 3 ? "%s%.3f" : "%s%.1f", r ? "," : "", all[4 * r + k]);
+                fprintf(out, k >= 3 ? "%s%.3f" : "%s%.1f", r ? "," : "", all[5 * r + k]);
             fputc(']', out);
         }
         fputs("}\n", out);

@@ -162,13 +162,15 @@ def main():
     if plan:
         out.append("### Planning at scale (mst, tiny F32 tensors, no fsync)\n")
         out.append("| ranks | tensors | run | total s | exchange+plan+header s | write s | "
-                   "rank 0 CPU s (whole save) | rank 0 extra MiB | rank 0 bytes per tensor | "
-                   "other ranks extra MiB (max) |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|")
+                   "rank 0 CPU s (plan) | rank 0 CPU s (whole save) | rank 0 extra MiB | "
+                   "rank 0 bytes per tensor | other ranks extra MiB (max) |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in plan:
-            out.append("| %d | %d | %d | %.3f | %.3f | %.3f | %.3f | %.1f | %.0f | %.1f |" % (
+            out.append("| %d | %d | %d | %.3f | %.3f | %.3f | %s | %.3f | %.1f | %.0f | %.1f |" % (
                 r["ranks"], r["tensors"], r["run"], r["seconds"], r["phases"]["plan"],
-                r["phases"]["write"], r.get("cpu_s", [0])[0], r["extra_mib"][0],
+                r["phases"]["write"],
+                "%.3f" % r["cpu_plan_s"][0] if "cpu_plan_s" in r else "-",
+                r.get("cpu_s", [0])[0], r["extra_mib"][0],
                 r["extra_mib"][0] * 2**20 / r["tensors"], max(r["extra_mib"][1:] or [0])))
         out.append("")
 
