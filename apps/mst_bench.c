@@ -14,7 +14,9 @@
  *   raw                   every rank one contiguous MPI_File_write_at of all its bytes into one
  *                         shared file, no header, no plan (the MPI-IO ceiling, like IOR);
  *   per-rank+consolidate  per-rank, then rank 0 reads the per-rank files back and writes the
- *                         single safetensors file; timed end to end.
+ *                         single safetensors file; timed end to end;
+ *   redistribute          (--layout cols only, not in "all") a prototype for column splits:
+ *                         column blocks to row blocks by MPI_Alltoallw, contiguous writes.
  * With several methods and --repeat R, the methods are interleaved, the order
  * turning every round: A B C, B C A, C A B ...
  *
@@ -26,7 +28,8 @@
  * One JSON line per run on rank 0's stdout: seconds per phase, GiB/s, and the
  * peak resident memory of every rank during the save (VmHWM, reset through
  * /proc/self/clear_refs before each run) next to its resident memory before
- * (the caller's tensors). The phases of the mst method are taken without
+ * (the caller's tensors), and every rank's CPU seconds (cpu_s; for mst also
+ * cpu_plan_s, until its first file open). The phases of the mst method are taken without
  * touching the library: mst-bench interposes MPI_File_open, MPI_File_write_at,
  * MPI_File_write_at_all and MPI_File_sync (the MPI profiling interface) and
  * notes when each rank first opens the file, last writes and last syncs. */
