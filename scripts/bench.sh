@@ -6,7 +6,8 @@
 # (workloads and rows/cols use 256 MiB, the memory section 64 MiB boxes)
 # Sections, each written as JSON lines (one per run) to RESULTS/<section>.jsonl:
 #   scaling    every method at each rank count, with and without fsync, the
-#              methods interleaved inside one job (A B C D E A B C D E ...);
+#              methods interleaved inside one job, the order turning every round
+#              (A B C D E, B C D E A, ...), after one untimed warm-up round;
 #   workloads  at the largest rank count: a transformer-like mix, 100,000 tiny
 #              tensors (25.6 MB), one dtype (F32) against the dtype mix;
 #   layout     mst with every 2-D tensor split by row blocks, then by column
@@ -20,8 +21,8 @@
 # Then scripts/bench_summary.py writes RESULTS/summary.md (medians, spread,
 # ratios) and gnuplot draws RESULTS/throughput-fsync.png and -nofsync.png.
 # DIR (default: bench-tmp/ in the repository, on its disk) holds the files
-# written; it is emptied at the end. --quick: small sizes, one repeat, a
-# couple of minutes; its results go to $MST_BUILD/bench-quick by default.
+# written; it is emptied at the end. --quick: small sizes, one repeat, about
+# 2.5 minutes here with the build; its results go to $MST_BUILD/bench-quick.
 set -eu
 . "$(dirname -- "$0")/env.sh"
 quick=0
