@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Tests of the command-line tools: mst-inspect (table, --json, --check, exit
-codes) and mst-bench (a verified save). Tool paths come from the environment
+codes) and mst-bench (every method, verified; files compared byte for byte). Tool paths come from the environment
 (set by CTest): MST_INSPECT, MST_BENCH, MST_EXAMPLE, MPIEXEC, WORK."""
 import json
 import os
@@ -106,11 +106,80 @@ def main():
           (3 << 20) - 7 * 8 < rows[0]["bytes"] <= 3 << 20 and rows[0]["tensors"] == 7 and
           rows[0]["fsync"] is False,
           "bench row: %r" % rows)
-    check("verify: every byte of every tensor matches" in r.stdout, "bench verify line")
+    check("verify mst: every byte of every tensor matches" in r.stdout, "bench verify line")
     r = run(INSPECT, "--json", out)
     doc = json.loads(r.stdout)
     check(doc["tensor_count"] == 7 and rows and doc["data_size"] == rows[0]["bytes"],
           "bench file inspected")
+    mst_bytes = open(out, "rb").read()
+
+    # every method once, interleaved, verified; fields of each line; the single
+    # files of gather and per-rank+consolidate are byte-identical to mst's
+    methods = ["mst", "gather", "per-rank", "raw", "per-rank+consolidate"]
+    for fs in ([], ["--no-fsync"]):
+        r = mpirun(3, BENCH, "-o", out, "--size", "3MiB", "--tensors", "7", "--verify",
+                   "--method", "all", "--remove", "--warmup", "0", *fs)
+        check(r.returncode == 0, "bench all %r exit %d: %s" % (fs, r.returncode, r.stderr))
+        rows = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+        check([x["method"] for x in rows] == methods, "bench all methods: %r" % rows)
+        for x in rows:
+            ph = x.get("phases", {})
+            check(x["ranks"] == 3 and x["tensors"] == 7 and x["fsync"] is (not fs) and
+                  x["bytes"] == len(mst_bytes) - 8 - struct.unpack("<Q", mst_bytes[:8])[0] and
+                  x["seconds"] > 0 and x["gib_per_s"] > 0 and
+                  all(ph.get(k, -1) >= 0 for k in ("plan", "write", "sync", "commit")) and
+                  len(x["peak_mib"]) == 3 and len(x["rss_before_mib"]) == 3 and
+                  len(x["extra_mib"]) == 3 and all(v > 0 for v in x["peak_mib"]),
+                  "bench all row: %r" % x)
+            check((x["method"] == "per-rank+consolidate") == ("consolidate" in ph),
+                  "consolidate phase: %r" % x)
+        for m in methods:
+            check("verify %s: every byte of every tensor matches" % m in r.stdout,
+                  "bench verify %s %r" % (m, fs))
+        check(not os.path.exists(out) and not os.path.exists(out + ".rank0"), "--remove")
+    for m in ("gather", "per-rank+consolidate"):
+        r = mpirun(3, BENCH, "-o", out, "--size", "3MiB", "--tensors", "7", "--method", m,
+                   "--no-fsync")
+        check(r.returncode == 0 and open(out, "rb").read() == mst_bytes,
+              "bench %s file differs from mst's: %s" % (m, r.stderr))
+    # raw: the ranks' bytes back to back, no header
+    r = mpirun(3, BENCH, "-o", out, "--size", "3MiB", "--tensors", "7", "--method", "raw",
+               "--no-fsync")
+    check(r.returncode == 0 and os.path.getsize(out) == rows[0]["bytes"], "bench raw size")
+    # per-rank: one safetensors file per rank holding that rank's tensors
+    r = mpirun(3, BENCH, "-o", out, "--size", "3MiB", "--tensors", "7", "--method", "per-rank",
+               "--no-fsync")
+    counts = []
+    for k in range(3):
+        d = json.loads(run(INSPECT, "--json", "%s.rank%d" % (out, k)).stdout)
+        counts.append(d["tensor_count"])
+        os.remove("%s.rank%d" % (out, k))
+    check(r.returncode == 0 and counts == [3, 2, 2], "bench per-rank files: %r" % counts)
+    # row and column splits through add_slice: the same file as whole tensors
+    r = mpirun(1, BENCH, "-o", out, "--size", "1MiB", "--tensors", "5", "--dtype", "BF16",
+               "--no-fsync")
+    whole = open(out, "rb").read()
+    for layout in ("rows", "cols"):
+        r = mpirun(3, BENCH, "-o", out, "--size", "1MiB", "--tensors", "5", "--dtype", "BF16",
+                   "--layout", layout, "--verify", "--no-fsync")
+        rows = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+        check(r.returncode == 0 and rows and rows[0]["layout"] == layout and
+              open(out, "rb").read() == whole, "bench --layout %s: %s" % (layout, r.stderr))
+    r = mpirun(3, BENCH, "-o", out, "--size", "1MiB", "--tensors", "5", "--dtype", "BF16",
+               "--layout", "cols", "--method", "redistribute", "--verify", "--no-fsync")
+    check(r.returncode == 0 and open(out, "rb").read() == whole,
+          "bench redistribute: %s" % r.stderr)
+    r = mpirun(2, BENCH, "-o", out, "--method", "redistribute")
+    check(r.returncode == 2 and "needs --layout cols" in r.stderr, "bench redistribute whole")
+    r = mpirun(2, BENCH, "-o", out, "--layout", "cols", "--method", "gather")
+    check(r.returncode == 2 and "--layout cols is for the methods" in r.stderr,
+          "bench layout with gather")
+    # the transformer-like mix
+    r = mpirun(2, BENCH, "-o", out, "--size", "2MiB", "--tensors", "40", "--mix", "transformer",
+               "--verify", "--no-fsync", "--remove")
+    rows = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    check(r.returncode == 0 and rows and rows[0]["mix"] == "transformer" and
+          rows[0]["tensors"] == 40, "bench transformer mix: %s" % r.stderr)
     r = mpirun(2, BENCH, "--size", "12XB", "-o", out)
     check(r.returncode != 0 and "bad or incomplete option --size" in r.stderr, "bench bad size")
     r = mpirun(1, BENCH)
