@@ -457,7 +457,9 @@ int mst_io_verify_boxes(const char *path, MPI_Info hints, const mst_io_box *boxe
     rc = view_type(boxes, n, &view);
     if (rc == MPI_SUCCESS)
         rc = MPI_File_set_view(fh, 0, MPI_BYTE, view, "native", MPI_INFO_NULL);
-    buf = rc == MPI_SUCCESS ? malloc(total < MST_IO_CHUNK ? total : MST_IO_CHUNK) : NULL;
+    /* a small buffer: the read-back must not double the memory a save needs */
+    buf = rc == MPI_SUCCESS ? malloc(total < MST_IO_VERIFY_CHUNK ? total : MST_IO_VERIFY_CHUNK)
+                            : NULL;
     if (rc != MPI_SUCCESS || !buf) {
         describe(rc, 0, why, sizeof why);
         mst_err_set(err, buf || rc != MPI_SUCCESS ? MST_ERR_IO : MST_ERR_NO_MEMORY,
@@ -466,7 +468,7 @@ int mst_io_verify_boxes(const char *path, MPI_Info hints, const mst_io_box *boxe
         goto out;
     }
     while (at < total) {
-        int len = (int)(total - at < MST_IO_CHUNK ? total - at : MST_IO_CHUNK);
+        int len = (int)(total - at < MST_IO_VERIFY_CHUNK ? total - at : MST_IO_VERIFY_CHUNK);
         MPI_Status st;
         MPI_Count got = 0;
         rc = MPI_File_read_at(fh, (MPI_Offset)at, buf, len, MPI_BYTE, &st);

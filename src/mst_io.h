@@ -12,6 +12,8 @@
 
 /* Largest count passed to one MPI-IO call (counts are int). */
 #define MST_IO_CHUNK ((uint64_t)1 << 30)
+/* Bytes read at a time when strided boxes are read back and compared. */
+#define MST_IO_VERIFY_CHUNK ((uint64_t)8 << 20)
 
 /* Local (rank 0). The target's directory exists, is a directory and is
  * writable; the target is not a directory. */
