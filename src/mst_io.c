@@ -567,18 +567,12 @@ int mst_io_commit(const char *tmp, const char *path, uint64_t expected_size, int
                   mst_err *err)
 {
     char qt[PATH_QUOTE], qp[PATH_QUOTE], qd[PATH_QUOTE];
-    struct stat st;
     char *dir;
     int fd;
     qpath(qt, sizeof qt, tmp);
     qpath(qp, sizeof qp, path);
-    if (stat(tmp, &st) != 0)
-        return mst_err_set(err, MST_ERR_IO, "rank 0: stat of temporary file %s failed: %s", qt,
-                           strerror(errno));
-    if ((uint64_t)st.st_size != expected_size)
-        return mst_err_set(err, MST_ERR_IO,
-                           "rank 0: temporary file %s has %llu bytes, expected %llu", qt,
-                           (unsigned long long)st.st_size, (unsigned long long)expected_size);
+    if (mst_io_check_size(tmp, expected_size, err) != MST_OK)
+        return err->code;
     /* Everything that can fail without touching the target comes first: the
      * directory is opened before the rename, so only its fsync can fail after. */
     fd = -1;
