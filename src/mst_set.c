@@ -346,11 +346,13 @@ int mst_set_check_dir(const char *dir, mst_err *err)
     while ((e = readdir(d))) {
         size_t n = strlen(e->d_name);
         if (!strncmp(e->d_name, ".mst-set.", 9) && n > 8 && !strcmp(e->d_name + n - 8, ".journal")) {
+            /* the message first: e points into d */
+            mst_err_set(err, MST_ERR_STATE,
+                        "rank 0: an interrupted save left %s/%s; run mst-merge --recover %s "
+                        "(mst_set_recover) first",
+                        q, e->d_name, q);
             closedir(d);
-            return mst_err_set(err, MST_ERR_STATE,
-                               "rank 0: an interrupted save left %s/%s; run mst-merge --recover "
-                               "%s (mst_set_recover) first",
-                               q, e->d_name, q);
+            return err->code;
         }
     }
     closedir(d);
