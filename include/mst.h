@@ -309,7 +309,7 @@ MST_API int mst_writer_add_metadata(mst_writer *w, const char *key, const char *
  * (at open) or on mst_writer_set_fsync (MST_ERR_INVALID_ARGUMENT).
  * Crashes: if any process dies during the commit, the target is still either
  * the previous file or the complete new one; a temporary file may remain,
- * which mst_temp_clean / the mst-clean tool removes. See docs/GUARANTEES.md.
+ * which mst_temp_clean / the mst-clean tool removes. See "Guarantees" in README.md.
  */
 MST_API int mst_writer_commit(mst_writer *w);
 

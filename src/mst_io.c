@@ -120,11 +120,13 @@ static void describe(int rc, int saved_errno, char *buf, size_t cap)
 }
 
 int mst_io_open(const char *tmp, int create, MPI_Info hints, int rank, MPI_File *fh,
-                mst_err *err)
+                int *exists, mst_err *err)
 {
     char qp[PATH_QUOTE], why[MPI_MAX_ERROR_STRING + 128];
     int amode = MPI_MODE_WRONLY | (create ? MPI_MODE_CREATE | MPI_MODE_EXCL : 0);
     int rc, e, cls = 0, code = MST_ERR_IO;
+    if (exists)
+        *exists = 0;
     errno = 0;
     rc = MPI_File_open(MPI_COMM_SELF, tmp, amode, hints, fh);
     e = errno;
@@ -134,12 +136,17 @@ int mst_io_open(const char *tmp, int create, MPI_Info hints, int rank, MPI_File 
     }
     *fh = MPI_FILE_NULL;
     MPI_Error_class(rc, &cls);
+    if (exists)
+        *exists = cls == MPI_ERR_FILE_EXISTS;
     if (cls == MPI_ERR_ACCESS || cls == MPI_ERR_NO_SUCH_FILE || cls == MPI_ERR_READ_ONLY ||
         cls == MPI_ERR_BAD_FILE)
         code = MST_ERR_TARGET_DIR;
     describe(rc, e, why, sizeof why);
-    return mst_err_set(err, code, "rank %d: %s of temporary file %s failed: %s", rank,
-                       create ? "creating" : "opening", qpath(qp, sizeof qp, tmp), why);
+    /* ROMIO creates a file by creating it, closing it and opening it again:
+     * a failure of any of the three ends here */
+    return mst_err_set(err, code, "rank %d: %s temporary file %s failed%s: %s", rank,
+                       create ? "creating" : "opening", qpath(qp, sizeof qp, tmp),
+                       create ? " (MPI_File_open creates, closes and reopens it)" : "", why);
 }
 
 /* OMPIO reports a failed pwrite as success with a short count and no errno:

@@ -24,9 +24,10 @@ int mst_io_check_target(const char *path, mst_err *err);
 char *mst_io_temp_name(const char *path);
 
 /* Local. Creates (rank 0, exclusive) or opens (other ranks) the temporary file
- * for writing, with the caller's hints. */
+ * for writing, with the caller's hints. With `exists` (may be NULL): set to 1
+ * when an exclusive create failed because the name was taken. */
 int mst_io_open(const char *tmp, int create, MPI_Info hints, int rank, MPI_File *fh,
-                mst_err *err);
+                int *exists, mst_err *err);
 
 /* Local. Writes len bytes at offset in chunks of at most MST_IO_CHUNK,
  * checking the count of every call: a short count is a failure. `what` names

@@ -1,7 +1,8 @@
 /* Ownership of temporary files: the writer's lock and the cleaner's probe.
- * See mst_temp.h and docs/GUARANTEES.md. */
+ * See mst_temp.h and "Guarantees" in README.md. */
 #include "mst_temp.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -43,16 +44,19 @@ int mst_temp_create(const char *path, MPI_Info hints, char **tmp_out, int *lock_
         char *tmp = mst_io_temp_name(path);
         MPI_File f = MPI_FILE_NULL;
         mst_err e2;
-        int fd;
+        int fd, taken = 0;
         if (!tmp)
             return mst_err_set(err, MST_ERR_NO_MEMORY, "rank 0: out of memory");
         /* created by MPI-IO with the caller's hints: striping and the like
          * only take effect when a file is created */
-        if (mst_io_open(tmp, 1, hints, 0, &f, &e2) != MST_OK) {
-            if (access(tmp, F_OK) == 0) { /* the name was taken (O_EXCL): next name */
+        if (mst_io_open(tmp, 1, hints, 0, &f, &taken, &e2) != MST_OK) {
+            if (taken) { /* the name was taken (exclusive create): next name */
                 free(tmp);
                 continue;
             }
+            /* a failure after the create itself (a close inside MPI-IO, say)
+             * may leave the file: ours, the name is fresh and random */
+            unlink(tmp);
             *err = e2;
             free(tmp);
             return err->code;
@@ -105,8 +109,26 @@ void mst_temp_release(int *lock_fd)
     }
 }
 
-/* "<anything>.tmp-mst.<host>.<pid>.<16 hex>": host and pid, or -1. */
-static int parse_name(const char *path, char *host, size_t cap, long *pid)
+/* Does s (after a temporary's name) read "-<digits>-<digits>.lock"? That is
+ * the lock file OMPIO's sharedfp component keeps beside a file it opened
+ * ("<file>-<jobid>-<pid>.lock"); a killed rank leaves it behind. */
+static int is_sharedfp_lock(const char *s)
+{
+    for (int part = 0; part < 2; part++) {
+        size_t n;
+        if (*s++ != '-')
+            return 0;
+        n = strspn(s, "0123456789");
+        if (n == 0)
+            return 0;
+        s += n;
+    }
+    return strcmp(s, ".lock") == 0;
+}
+
+/* "<anything>.tmp-mst.<host>.<pid>.<16 hex>" (*artifact 0), or that name
+ * followed by OMPIO's "-<jobid>-<pid>.lock" (*artifact 1): host and pid, or -1. */
+static int parse_name(const char *path, char *host, size_t cap, long *pid, int *artifact)
 {
     const char *base = strrchr(path, '/'), *m, *p, *dot;
     char *end;
@@ -125,10 +147,36 @@ static int parse_name(const char *path, char *host, size_t cap, long *pid)
     host[dot - p] = '\0';
     errno = 0;
     *pid = strtol(dot + 1, &end, 10);
-    if (errno || end == dot + 1 || *pid <= 0 || *end != '.' || strlen(end + 1) != 16 ||
+    if (errno || end == dot + 1 || *pid <= 0 || *end != '.' ||
         strspn(end + 1, "0123456789abcdef") != 16)
         return -1;
+    *artifact = end[17] != '\0';
+    if (*artifact && !is_sharedfp_lock(end + 17))
+        return -1;
     return 0;
+}
+
+/* Removes the sharedfp lock files of the temporary `path` (see above). */
+static void remove_artifacts(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    size_t dlen = slash ? (size_t)(slash - path) : 0, blen = strlen(base);
+    char *dir = strndup(path, dlen ? dlen : 0);
+    DIR *d = dir ? opendir(dlen ? dir : ".") : NULL;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char *p;
+        if (strncmp(e->d_name, base, blen) != 0 || !is_sharedfp_lock(e->d_name + blen))
+            continue;
+        if (asprintf(&p, "%s%s%s", dlen ? dir : "", dlen ? "/" : "", e->d_name) >= 0) {
+            unlink(p);
+            free(p);
+        }
+    }
+    if (d)
+        closedir(d);
+    free(dir);
 }
 
 /* Whether process pid exists on this host and has not ended: a zombie (ended,
@@ -175,12 +223,37 @@ int mst_temp_clean(const char *path, int min_age_s, int dry_run, int *verdict)
     char host[64], me[64];
     long pid;
     struct stat a, b;
-    int fd, locked = 0, same_host, alive = 0;
+    int fd, locked = 0, same_host, alive = 0, artifact = 0;
     if (!path || !verdict)
         return MST_ERR_INVALID_ARGUMENT;
     *verdict = MST_TEMP_NOT_TEMP;
-    if (parse_name(path, host, sizeof host, &pid) != 0)
+    if (parse_name(path, host, sizeof host, &pid, &artifact) != 0)
         return MST_OK;
+    if (artifact) {
+        /* OMPIO's lock file of a temporary: it goes with its temporary (and
+         * is removed with it, below); alone, by the host and pid rules */
+        char *tmp = strdup(path);
+        int base_exists;
+        if (!tmp)
+            return MST_ERR_NO_MEMORY;
+        *strrchr(tmp, '-') = '\0';
+        *strrchr(tmp, '-') = '\0';
+        base_exists = lstat(tmp, &b) == 0;
+        free(tmp);
+        if (lstat(path, &a) != 0 || !S_ISREG(a.st_mode))
+            return MST_OK;
+        short_host(me, sizeof me);
+        same_host = strcmp(host, me) == 0;
+        if (base_exists || (same_host && process_alive(pid)) ||
+            (!same_host && time(NULL) - a.st_mtime < (time_t)min_age_s)) {
+            *verdict = MST_TEMP_IN_USE;
+            return MST_OK;
+        }
+        *verdict = MST_TEMP_ABANDONED;
+        if (!dry_run && unlink(path) != 0 && errno != ENOENT)
+            return MST_ERR_IO;
+        return MST_OK;
+    }
     if (lstat(path, &a) != 0)
         return errno == ENOENT ? MST_OK : MST_ERR_IO;
     if (!S_ISREG(a.st_mode))
@@ -222,5 +295,7 @@ int mst_temp_clean(const char *path, int min_age_s, int dry_run, int *verdict)
         return e == ENOENT ? MST_OK : MST_ERR_IO;
     }
     close(fd); /* unlinked while locked: a racing writer sees its name gone */
+    if (!dry_run)
+        remove_artifacts(path);
     return MST_OK;
 }

@@ -727,7 +727,7 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
     all = NULL;
 
     if (w->rank != 0)
-        mst_io_open(tmp, 0, w->hints, w->rank, &fh, &local);
+        mst_io_open(tmp, 0, w->hints, w->rank, &fh, NULL, &local);
     if (mst_agree(comm, &local, res))
         goto cleanup;
 
