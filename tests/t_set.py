@@ -23,25 +23,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference_set as rset  # noqa: E402
 import reference_writer as ref  # noqa: E402
+# mst-merge's runner and the failure list are t_merge.py's (same environment)
+from t_merge import check, failures, merge  # noqa: E402
 
-MERGE = os.environ["MST_MERGE"]
 INSPECT = os.environ["MST_INSPECT"]
-MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
-# a command put in front of mst-merge inside mpirun (valgrind in the memory checks)
-LAUNCHER = os.environ.get("MST_TOOL_LAUNCHER", "").split()
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr)
-
-
-def merge(np, *args):
-    return subprocess.run([MPIEXEC, "-n", str(np)] + LAUNCHER + [MERGE] + list(args),
-                          capture_output=True,
-                          text=True, timeout=600)
 
 
 def snapshot(d):
