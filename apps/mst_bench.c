@@ -71,6 +71,8 @@ typedef struct options {
     int methods[M_COUNT * 4];
     int nmethods;
     int verify, fsync, repeat, remove, warmup;
+    const char *hints[16]; /* --hint KEY=VALUE, for the mst method's MPI_Info */
+    int nhints;
     uint64_t wsum; /* transformer: sum of the big tensors' weights */
 } options;
 
@@ -97,6 +99,9 @@ static void usage(FILE *f)
             "  --repeat R        runs (default 1) of every method, one JSON line each\n"
             "  --warmup W        untimed runs of every method first (default 1): the first\n"
             "                    write of a process is slower, whatever the method\n"
+            "  --hint KEY=VALUE  an MPI_Info hint for mst's writer (repeatable): MPI-IO's\n"
+            "                    (striping_factor, cb_nodes, ...) or mst's own\n"
+            "                    (mst_strided_writes=redistribute|collective, mst_redist_buffer)\n"
             "  --verify          read every file back and check every byte\n"
             "  --remove          delete the files at the end\n");
 }
@@ -194,6 +199,12 @@ static int parse_args(int argc, char **argv, options *o, FILE *err, int rank)
                 o->mix = MIX_TRANSFORMER;
             else
                 bad = 1;
+            i++;
+        } else if (!strcmp(a, "--hint")) {
+            bad = !v || !strchr(v, '=') || v[0] == '=' ||
+                  o->nhints == (int)(sizeof o->hints / sizeof *o->hints);
+            if (!bad)
+                o->hints[o->nhints++] = v;
             i++;
         } else if (!strcmp(a, "--layout")) {
             if (v && !strcmp(v, "whole"))
@@ -506,6 +517,15 @@ int MPI_File_write_at_all(MPI_File fh, MPI_Offset offset, const void *buf, int c
     return rc;
 }
 
+/* mst waits for its MPI_File_iwrite_at calls (strided slices) with MPI_Wait */
+int MPI_Wait(MPI_Request *req, MPI_Status *status)
+{
+    int rc = PMPI_Wait(req, status);
+    if (probe.on)
+        probe.last_write = PMPI_Wtime();
+    return rc;
+}
+
 int MPI_File_sync(MPI_File fh)
 {
     int rc = PMPI_File_sync(fh);
@@ -696,7 +716,19 @@ static int run_mst(const ctx *c, double t0, double *marks)
     int rc;
     probe.first_open = probe.last_write = probe.last_sync = probe.cpu_at_open = -1;
     probe.on = 1;
-    rc = mst_writer_open(&w, c->comm, c->o->out, MPI_INFO_NULL);
+    MPI_Info info = MPI_INFO_NULL;
+    if (c->o->nhints) {
+        MPI_Info_create(&info);
+        for (int i = 0; i < c->o->nhints; i++) {
+            char key[MPI_MAX_INFO_KEY + 1];
+            const char *eq = strchr(c->o->hints[i], '=');
+            snprintf(key, sizeof key, "%.*s", (int)(eq - c->o->hints[i]), c->o->hints[i]);
+            MPI_Info_set(info, key, eq + 1);
+        }
+    }
+    rc = mst_writer_open(&w, c->comm, c->o->out, info);
+    if (info != MPI_INFO_NULL)
+        MPI_Info_free(&info);
     if (rc == MST_OK) {
         mst_writer_set_fsync(w, c->o->fsync);
         mst_writer_add_metadata(w, "format", "pt");
@@ -1237,6 +1269,16 @@ static int one_run(const ctx *c, int m, int run, FILE *out, int quiet)
         if (m == M_CONSOLIDATE)
             fprintf(out, ",\"consolidate\":%.6f", s > end ? s - end : 0.0);
         fputc('}', out);
+        if (m == M_MST && c->o->nhints) {
+            fputs(",\"hints\":\"", out);
+            for (int i = 0; i < c->o->nhints; i++) {
+                if (i)
+                    fputc(',', out);
+                for (const char *h = c->o->hints[i]; *h; h++)
+                    fputc(*h != '"' && *h != '\\' && (unsigned char)*h >= 0x20 ? *h : '_', out);
+            }
+            fputc('"', out);
+        }
         for (int k = 0; k < (m == M_MST ? 5 : 4); k++) {
             fprintf(out, ",\"%s\":[", keys[k]);
             for (int r = 0; r < c->size; r++)

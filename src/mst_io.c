@@ -197,6 +197,54 @@ int mst_io_write(MPI_File fh, const char *path, uint64_t offset, const void *buf
     return MST_OK;
 }
 
+int mst_io_iwrite(MPI_File fh, const char *path, uint64_t offset, const void *buf, uint64_t len,
+                  MPI_Request *req, int rank, const char *what, mst_err *err)
+{
+    int rc, e;
+    errno = 0;
+    rc = MPI_File_iwrite_at(fh, (MPI_Offset)offset, buf, (int)len, MPI_BYTE, req);
+    e = errno;
+    if (rc == MPI_SUCCESS)
+        return MST_OK;
+    *req = MPI_REQUEST_NULL;
+    {
+        char why[MPI_MAX_ERROR_STRING + 128];
+        describe(rc, e, why, sizeof why);
+        return mst_err_set(err, MST_ERR_IO,
+                           "rank %d: writing %s (%llu bytes at file offset %llu) failed: %s%s",
+                           rank, what, (unsigned long long)len, (unsigned long long)offset, why,
+                           space_hint(path));
+    }
+}
+
+int mst_io_iwait(MPI_Request *req, const char *path, uint64_t offset, uint64_t len, int rank,
+                 const char *what, mst_err *err)
+{
+    MPI_Status st;
+    MPI_Count got = 0;
+    int rc, e;
+    errno = 0;
+    rc = MPI_Wait(req, &st);
+    e = errno;
+    if (rc == MPI_SUCCESS && MPI_Get_elements_x(&st, MPI_BYTE, &got) == MPI_SUCCESS &&
+        (uint64_t)got == len)
+        return MST_OK;
+    {
+        char why[MPI_MAX_ERROR_STRING + 128];
+        describe(rc, e, why, sizeof why);
+        if (rc == MPI_SUCCESS)
+            return mst_err_set(err, MST_ERR_IO,
+                               "rank %d: writing %s (%llu bytes at file offset %llu) failed: "
+                               "short write, %lld of %llu bytes (%s)%s",
+                               rank, what, (unsigned long long)len, (unsigned long long)offset,
+                               (long long)got, (unsigned long long)len, why, space_hint(path));
+        return mst_err_set(err, MST_ERR_IO,
+                           "rank %d: writing %s (%llu bytes at file offset %llu) failed: %s%s",
+                           rank, what, (unsigned long long)len, (unsigned long long)offset, why,
+                           space_hint(path));
+    }
+}
+
 int mst_io_open_shared(MPI_Comm comm, const char *tmp, MPI_Info hints, int rank, MPI_File *fh,
                        mst_err *err)
 {

@@ -15,6 +15,7 @@
 #include "mst_header.h"
 #include "mst_io.h"
 #include "mst_plan.h"
+#include "mst_redist.h"
 #include "mst_set.h"
 #include "mst_temp.h"
 
@@ -41,6 +42,8 @@ struct mst_writer {
     int fsync;
     size_t staging; /* bytes of the staging buffer of streamed tensors */
     uint64_t max_shard; /* multi-file save: bytes of tensor data per shard; 0: one file */
+    int collective;     /* hint mst_strided_writes=collective: file views and collective writes */
+    uint64_t redist_buffer; /* hint mst_redist_buffer, or 0: the default */
     enum writer_state state;
 
     local_tensor *tensors;
@@ -566,8 +569,24 @@ static size_t round_boxes(const mst_writer *w, const write_list *l, int r, mst_i
     return n;
 }
 
-/* Collective: the strided boxes, in rounds, through a handle shared by all
- * ranks. Runs only when some rank has strided boxes. */
+/* The memory of this rank's declaration `local` (for mst_redist_write). */
+static const void *tensor_data(void *ctx, size_t local)
+{
+    return ((const mst_writer *)ctx)->tensors[local].data;
+}
+
+/* Bytes of the redistribution buffer: the hint, or the staging size up to
+ * MST_REDIST_BUFFER. */
+static uint64_t redist_buffer(const mst_writer *w)
+{
+    if (w->redist_buffer)
+        return w->redist_buffer;
+    return w->staging < MST_REDIST_BUFFER ? (uint64_t)w->staging : MST_REDIST_BUFFER;
+}
+
+/* With hint mst_strided_writes=collective. Collective: the strided boxes, in
+ * rounds, through a handle shared by all ranks, with file views and
+ * MPI_File_write_at_all. Runs only when some rank has strided boxes. */
 static int write_strided(mst_writer *w, const char *tmp, const write_list *l, mst_err *err)
 {
     int rounds = 0, rc;
@@ -623,13 +642,60 @@ static int write_strided(mst_writer *w, const char *tmp, const write_list *l, ms
     return err->code;
 }
 
+/* Local. The writer's own hints: mst_strided_writes (redistribute, the
+ * default, or collective) and mst_redist_buffer (bytes, at least 1). */
+static int read_hints(mst_writer *w, mst_err *err)
+{
+    char v[64];
+    int flag = 0;
+    w->collective = 0;
+    w->redist_buffer = 0;
+    if (w->hints == MPI_INFO_NULL)
+        return MST_OK;
+    if (MPI_Info_get(w->hints, "mst_strided_writes", (int)sizeof v - 1, v, &flag) ==
+            MPI_SUCCESS &&
+        flag) {
+        if (!strcmp(v, "collective"))
+            w->collective = 1;
+        else if (strcmp(v, "redistribute") != 0)
+            return mst_err_set(err, MST_ERR_INVALID_ARGUMENT,
+                               "rank %d: hint mst_strided_writes is \"%.40s\"; expected "
+                               "\"redistribute\" or \"collective\"",
+                               w->rank, v);
+    }
+    flag = 0;
+    if (MPI_Info_get(w->hints, "mst_redist_buffer", (int)sizeof v - 1, v, &flag) ==
+            MPI_SUCCESS &&
+        flag) {
+        char *end = NULL;
+        unsigned long long n = strtoull(v, &end, 10);
+        if (v[0] < '0' || v[0] > '9' || *end || n == 0)
+            return mst_err_set(err, MST_ERR_INVALID_ARGUMENT,
+                               "rank %d: hint mst_redist_buffer is \"%.40s\"; expected a "
+                               "number of bytes, at least 1",
+                               w->rank, v);
+        w->redist_buffer = n;
+    }
+    return MST_OK;
+}
+
 /* Collective: every rank's options must match. */
 static void check_options(mst_writer *w, mst_err *local)
 {
     /* each value and its negation: MAX of both tells whether all agree */
     int64_t hi = (int64_t)(w->max_shard >> 32), lo = (int64_t)(w->max_shard & 0xffffffffu);
-    int64_t opts[6] = {w->fsync, -w->fsync, hi, -hi, lo, -lo}, agreed[6];
-    if (MPI_Allreduce(opts, agreed, 6, MPI_INT64_T, MPI_MAX, w->comm) != MPI_SUCCESS) {
+    int64_t opts[8], agreed[8];
+    if (local->code == MST_OK)
+        read_hints(w, local);
+    opts[0] = w->fsync;
+    opts[1] = -w->fsync;
+    opts[2] = hi;
+    opts[3] = -hi;
+    opts[4] = lo;
+    opts[5] = -lo;
+    opts[6] = w->collective;
+    opts[7] = -w->collective;
+    if (MPI_Allreduce(opts, agreed, 8, MPI_INT64_T, MPI_MAX, w->comm) != MPI_SUCCESS) {
         if (local->code == MST_OK)
             mst_err_set(local, MST_ERR_MPI, "rank %d: MPI_Allreduce of the options failed",
                         w->rank);
@@ -641,6 +707,10 @@ static void check_options(mst_writer *w, mst_err *local)
         mst_err_set(local, MST_ERR_INVALID_ARGUMENT,
                     "ranks disagree on mst_writer_set_max_shard_size (rank %d has %llu)",
                     w->rank, (unsigned long long)w->max_shard);
+    } else if (agreed[6] != -agreed[7] && local->code == MST_OK) {
+        mst_err_set(local, MST_ERR_INVALID_ARGUMENT,
+                    "ranks disagree on hint mst_strided_writes (rank %d has %s)", w->rank,
+                    w->collective ? "collective" : "redistribute");
     }
 }
 
@@ -672,6 +742,8 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
     char *tmp = NULL;
     MPI_File fh = MPI_FILE_NULL;
     write_list writes;
+    uint64_t *rtab = NULL; /* strided boxes to redistribute (mst_redist.h) */
+    size_t rlen = 0;
     int have_tmp = 0, lock_fd = -1;
 
     memset(&g, 0, sizeof g);
@@ -706,6 +778,9 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
             all = malloc((g.ndecls ? g.ndecls : 1) * sizeof *all);
             if (!all) {
                 mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory");
+            } else if (!w->collective && mst_redist_table(g.decls, g.ndecls, &plan, data_start,
+                                                          &rtab, &rlen, &local) != MST_OK) {
+                /* reported below */
             } else if (mst_temp_create(path, w->hints, &tmp, &lock_fd, &fh, &local) == MST_OK) {
                 /* created with the hints, opened, and locked (the lock marks
                  * it as owned, for mst-clean) */
@@ -725,6 +800,8 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
     mst_gathered_free(&g);
     free(all);
     all = NULL;
+    if (!w->collective && mst_redist_share(comm, &rtab, &rlen, res))
+        goto cleanup;
 
     if (w->rank != 0)
         mst_io_open(tmp, 0, w->hints, w->rank, &fh, NULL, &local);
@@ -735,7 +812,10 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
         write_own(w, fh, tmp, &plan, &writes, &local);
     if (mst_agree(comm, &local, res))
         goto cleanup;
-    write_strided(w, tmp, &writes, &local);
+    if (w->collective)
+        write_strided(w, tmp, &writes, &local);
+    else
+        mst_redist_write(comm, rtab, rlen, tensor_data, w, fh, tmp, redist_buffer(w), &local);
     if (mst_agree(comm, &local, res))
         goto cleanup;
 
@@ -766,6 +846,7 @@ cleanup:
         mst_io_discard(tmp);
 out:
     free_write_list(&writes);
+    free(rtab);
     mst_buf_free(&blob);
     mst_gathered_free(&g);
     mst_plan_free(&plan);

@@ -42,6 +42,9 @@ static void add_own(mst_writer *w)
 
 static const char previous[] = "the previous checkpoint, which must survive";
 
+/* The hints of the next case's open, on this rank (MPI_INFO_NULL: none). */
+static MPI_Info case_hints = MPI_INFO_NULL;
+
 /* Runs one failing save and checks everything the library promises. */
 static void expect_failure(const char *name, const char *target, int with_previous,
                            int fail_at_open, int code, adder add, const char *needle1,
@@ -55,7 +58,7 @@ static void expect_failure(const char *name, const char *target, int with_previo
         CHECK(t_write_file(target, previous, sizeof previous) == 0);
     MPI_Barrier(MPI_COMM_WORLD);
 
-    rc = mst_writer_open(&w, MPI_COMM_WORLD, target, MPI_INFO_NULL);
+    rc = mst_writer_open(&w, MPI_COMM_WORLD, target, case_hints);
     if (!fail_at_open) {
         CHECK_MSG(rc == MST_OK, "%s: open: %s", name, w ? mst_writer_error(w) : "");
         add_own(w);
@@ -370,12 +373,53 @@ static void add_whole_and_replica(mst_writer *w)
         CHECK_EQ_INT(mst_writer_add_replica(w, "norm", MST_F32, 1, shape4, eight), MST_OK);
 }
 
+/* A [4, size] tensor split by columns: one strided column per rank. */
+static void add_slice_cols(mst_writer *w)
+{
+    static float col[4];
+    int64_t g[2] = {4, size}, st[2] = {0, rank}, ct[2] = {4, 1};
+    CHECK_EQ_INT(mst_writer_add_slice(w, "cols", MST_F32, 2, g, st, ct, col), MST_OK);
+}
+
 static void add_slice_partial(mst_writer *w)
 {
     static const int64_t g[2] = {2, 4}, s[2] = {0, 0}, c[2] = {2, 1};
     if (rank == last)
         CHECK_EQ_INT(mst_writer_add_slice(w, "fp4", MST_F4, 2, g, s, c, eight),
                      MST_ERR_PARTIAL_BYTES);
+}
+
+/* Hints of the last rank only: key=value. */
+static void last_rank_hint(const char *key, const char *value)
+{
+    if (case_hints != MPI_INFO_NULL)
+        MPI_Info_free(&case_hints);
+    if (rank == last && key) {
+        MPI_Info_create(&case_hints);
+        MPI_Info_set(case_hints, key, value);
+    }
+}
+
+static void run_hint_cases(void)
+{
+    const char *p;
+    p = case_path("hint_strided_value", "m.safetensors");
+    last_rank_hint("mst_strided_writes", "fast");
+    snprintf(needle[0], sizeof needle[0], "rank %d: hint mst_strided_writes is \"fast\"", last);
+    expect_failure("hint_strided_value", p, 1, 0, MST_ERR_INVALID_ARGUMENT, add_slice_cols,
+                   needle[0], "expected \"redistribute\" or \"collective\"");
+    p = case_path("hint_buffer_value", "m.safetensors");
+    last_rank_hint("mst_redist_buffer", "0");
+    snprintf(needle[0], sizeof needle[0], "rank %d: hint mst_redist_buffer is \"0\"", last);
+    expect_failure("hint_buffer_value", p, 1, 0, MST_ERR_INVALID_ARGUMENT, add_slice_cols,
+                   needle[0], "at least 1");
+    if (size > 1) {
+        p = case_path("hint_mismatch", "m.safetensors");
+        last_rank_hint("mst_strided_writes", "collective");
+        expect_failure("hint_mismatch", p, 1, 0, MST_ERR_INVALID_ARGUMENT, add_slice_cols,
+                       "ranks disagree on hint mst_strided_writes", NULL);
+    }
+    last_rank_hint(NULL, NULL);
 }
 
 static void run_slice_cases(void)
@@ -434,6 +478,7 @@ static void run_cases(void)
     snprintf(r, sizeof r, "rank %d", last);
 
     run_slice_cases();
+    run_hint_cases();
     p = case_path("dup_within", "m.safetensors");
     expect_failure("dup_within", p, 1, 0, MST_ERR_DUPLICATE_NAME, add_dup_within, "\"x\"",
                    "declared twice on rank 0");

@@ -56,7 +56,7 @@ static void fill(unsigned char *buf, uint64_t len, const char *name, int variant
 }
 
 /* Rank r's share of variant v: two whole tensors, an optional big one, and
- * a column block of a tensor split over all ranks (collective strided write). */
+ * a column block of a tensor split over all ranks (strided: redistributed). */
 static int add_content(mst_writer *w, content *c, int variant, long kib)
 {
     char n[64];

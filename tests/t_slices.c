@@ -5,9 +5,17 @@
  * oracle (tests/reference_writer.py) as if one rank had saved them whole.
  *
  *   t_slices describe SPEC.json
- *   mpirun -np N t_slices save OUT EXPECTED SEED [RUNS]
+ *   mpirun -np N t_slices save OUT EXPECTED SEED [RUNS [MODE]]
  *     RUNS saves with seeds SEED, SEED+1, ...: a different tiling each time,
- *     the same bytes expected. */
+ *     the same bytes expected. MODE picks how strided boxes are written:
+ *     "redistribute" (the default), "small" (redistribution through buffers
+ *     of 1 to 4096 bytes, a different size each run, so tensors are cut into
+ *     many chunks and rounds) or "collective" (file views and collective
+ *     writes).
+ *   mpirun -np N t_slices big OUT
+ *     A U8 tensor of 3 x 715,827,883 = 2^31 + 1 elements split into uneven
+ *     column blocks (strided, counts over 2^31), beside a 1-D tensor split
+ *     into rows, verified byte by byte through the reader. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,8 +261,28 @@ static void compare_files(const char *out, const char *expected)
     free(b);
 }
 
-static void save(const char *out, const char *expected, uint64_t seed, int rank, int size)
+static const char *mode = "redistribute";
+
+/* The writer's hints for this run (MPI_INFO_NULL for the default). */
+static MPI_Info run_hints(int run)
 {
+    static const char *const buffers[] = {"1", "7", "64", "333", "4096", "24"};
+    MPI_Info info = MPI_INFO_NULL;
+    if (!strcmp(mode, "redistribute"))
+        return MPI_INFO_NULL;
+    MPI_Info_create(&info);
+    if (!strcmp(mode, "small"))
+        MPI_Info_set(info, "mst_redist_buffer",
+                     buffers[run % (int)(sizeof buffers / sizeof *buffers)]);
+    else
+        MPI_Info_set(info, "mst_strided_writes", mode);
+    return info;
+}
+
+static void save(const char *out, const char *expected, uint64_t seed, int run, int rank,
+                 int size)
+{
+    MPI_Info hints = run_hints(run);
     static box boxes[NTENSORS][64];
     int nboxes[NTENSORS];
     int replica_of[NTENSORS]; /* bitmask of holders, 0 when sliced */
@@ -285,7 +313,9 @@ static void save(const char *out, const char *expected, uint64_t seed, int rank,
 
     if (rank == 0)
         remove(out);
-    CHECK_EQ_INT(mst_writer_open(&w, MPI_COMM_WORLD, out, MPI_INFO_NULL), MST_OK);
+    CHECK_EQ_INT(mst_writer_open(&w, MPI_COMM_WORLD, out, hints), MST_OK);
+    if (hints != MPI_INFO_NULL)
+        MPI_Info_free(&hints);
     CHECK_EQ_INT(mst_writer_add_metadata(w, "format", "pt"), MST_OK);
     for (int i = 0; i < NTENSORS; i++) {
         const spec *t = &tensors[i];
@@ -331,14 +361,113 @@ static void save(const char *out, const char *expected, uint64_t seed, int rank,
     MPI_Barrier(MPI_COMM_WORLD);
 }
 
+static unsigned char big_byte(uint64_t i, uint64_t j)
+{
+    return (unsigned char)(i * 131 + j * 7 + (j >> 8) * 13 + (j >> 20));
+}
+
+/* The big case: every rank fills and declares its column block, then rank 0
+ * checks the header with the reader and every byte of the data. */
+static void big(const char *out, int rank, int size)
+{
+    const int64_t shape[2] = {3, 715827883}, vshape[1] = {1000003};
+    int64_t c0 = shape[1] * rank / size, c1 = shape[1] * (rank + 1) / size;
+    int64_t start[2] = {0, c0}, count[2] = {3, c1 - c0};
+    int64_t v0 = vshape[0] * rank / size, v1 = vshape[0] * (rank + 1) / size;
+    uint64_t bytes = (uint64_t)3 * (uint64_t)(c1 - c0);
+    unsigned char *mine = malloc(bytes ? bytes : 1);
+    uint16_t *vec = malloc((size_t)(v1 - v0 + 1) * sizeof *vec);
+    mst_writer *w = NULL;
+    int rc;
+    CHECK(mine && vec);
+    if (!mine || !vec)
+        return;
+    for (uint64_t i = 0; i < 3; i++)
+        for (uint64_t j = 0; j < (uint64_t)(c1 - c0); j++)
+            mine[i * (uint64_t)(c1 - c0) + j] = big_byte(i, j + (uint64_t)c0);
+    for (int64_t k = v0; k < v1; k++)
+        vec[k - v0] = (uint16_t)(k * 40503u);
+    if (rank == 0)
+        remove(out);
+    CHECK_EQ_INT(mst_writer_open(&w, MPI_COMM_WORLD, out, MPI_INFO_NULL), MST_OK);
+    mst_writer_set_fsync(w, 0);
+    CHECK_EQ_INT(mst_writer_add_slice(w, "big.u8", MST_U8, 2, shape, start, count, mine), MST_OK);
+    start[0] = v0;
+    count[0] = v1 - v0;
+    CHECK_EQ_INT(mst_writer_add_slice(w, "vec.bf16", MST_BF16, 1, vshape, start, count, vec),
+                 MST_OK);
+    rc = mst_writer_commit(w);
+    CHECK_MSG(rc == MST_OK, "commit: %s", mst_writer_error(w));
+    mst_writer_free(&w);
+    free(mine);
+    free(vec);
+    if (rc == MST_OK && rank == 0) {
+        mst_reader *r = NULL;
+        mst_tensor_info ti;
+        const uint64_t part = (uint64_t)64 << 20;
+        unsigned char *buf = malloc(part);
+        CHECK(buf != NULL);
+        CHECK_EQ_INT(mst_reader_open(&r, out), MST_OK);
+        if (buf && r && mst_reader_find(r, "big.u8", &ti) == MST_OK) {
+            uint64_t row = (uint64_t)shape[1], n = 0, bad = 0;
+            CHECK(ti.ndim == 2 && ti.shape[0] == 3 && ti.shape[1] == shape[1]);
+            CHECK(ti.end - ti.begin == 3 * row);
+            for (uint64_t off = 0; off < 3 * row && !bad; off += n) {
+                n = 3 * row - off < part ? 3 * row - off : part;
+                CHECK_EQ_INT(mst_reader_read(r, "big.u8", off, buf, n), MST_OK);
+                for (uint64_t k = 0; k < n; k++)
+                    if (buf[k] != big_byte((off + k) / row, (off + k) % row)) {
+                        CHECK_MSG(0, "big.u8 byte %llu is %u, expected %u",
+                                  (unsigned long long)(off + k), buf[k],
+                                  big_byte((off + k) / row, (off + k) % row));
+                        bad = 1;
+                        break;
+                    }
+            }
+        } else {
+            CHECK_MSG(0, "big.u8 not found in %s", out);
+        }
+        if (buf && r && mst_reader_find(r, "vec.bf16", &ti) == MST_OK) {
+            uint16_t *v = (uint16_t *)buf;
+            CHECK(ti.end - ti.begin == 2 * (uint64_t)vshape[0]);
+            CHECK_EQ_INT(mst_reader_read(r, "vec.bf16", 0, v, 2 * (uint64_t)vshape[0]), MST_OK);
+            for (int64_t k = 0; k < vshape[0]; k++)
+                if (v[k] != (uint16_t)(k * 40503u)) {
+                    CHECK_MSG(0, "vec.bf16 element %lld differs", (long long)k);
+                    break;
+                }
+        } else {
+            CHECK_MSG(0, "vec.bf16 not found in %s", out);
+        }
+        mst_reader_free(&r);
+        free(buf);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int rank, size, total = 0, runs;
     uint64_t seed;
     if (argc == 3 && !strcmp(argv[1], "describe"))
         return describe(argv[2]);
+    if (argc == 3 && !strcmp(argv[1], "big")) {
+        MPI_Init(&argc, &argv);
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+        MPI_Comm_size(MPI_COMM_WORLD, &size);
+        t_rank = rank;
+        big(argv[2], rank, size);
+        MPI_Allreduce(&t_failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+        if (rank == 0) {
+            remove(argv[2]);
+            printf("t_slices big at %d ranks: %s\n", size,
+                   total ? "FAILED" : "2^31 + 1 elements from column blocks, every byte right");
+        }
+        MPI_Finalize();
+        return total ? 1 : 0;
+    }
     if (argc < 5 || strcmp(argv[1], "save") != 0) {
-        fprintf(stderr, "usage: t_slices describe SPEC | t_slices save OUT EXPECTED SEED [RUNS]\n");
+        fprintf(stderr, "usage: t_slices describe SPEC | t_slices save OUT EXPECTED SEED [RUNS "
+                        "[redistribute|small|collective]]\n");
         return 2;
     }
     MPI_Init(&argc, &argv);
@@ -347,13 +476,15 @@ int main(int argc, char **argv)
     t_rank = rank;
     seed = strtoull(argv[4], NULL, 10);
     runs = argc > 5 ? atoi(argv[5]) : 1;
+    if (argc > 6)
+        mode = argv[6];
     for (int r = 0; r < runs; r++)
-        save(argv[2], argv[3], seed + (uint64_t)r, rank, size);
+        save(argv[2], argv[3], seed + (uint64_t)r, r, rank, size);
     MPI_Allreduce(&t_failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (rank == 0) {
         if (!total)
             remove(argv[2]);
-        printf("t_slices at %d ranks, %d tilings: %s\n", size, runs,
+        printf("t_slices at %d ranks, %d tilings, strided boxes: %s: %s\n", size, runs, mode,
                total ? "FAILED" : "every file identical to the full tensors saved by one rank");
     }
     MPI_Finalize();

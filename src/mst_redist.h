@@ -1,0 +1,61 @@
+/* Strided boxes (column blocks, 2-D blocks of tensor-parallel slices) made
+ * contiguous before they reach the file: mst's own two-phase I/O.
+ *
+ * The bytes of every tensor that has a strided box are cut into chunks, each
+ * one contiguous range of the file. Every chunk has a destination rank. In
+ * rounds, one MPI_Alltoallw moves the parts of the strided boxes that fall
+ * into each chunk from their owners straight into the destination's buffer
+ * (derived datatypes on both sides, no packing by hand); the destination then
+ * writes each chunk with independent, count-checked MPI_File_write_at calls.
+ * The bytes of contiguous boxes of the same tensor are written by their
+ * owners as usual and skipped by the destination.
+ *
+ * Memory: one buffer per rank of at most the redistribution size (below) and
+ * the table, O(boxes of the tensors concerned); no rank holds a full tensor
+ * that it did not declare, nor more of another rank's bytes than its buffer.
+ * No file is opened collectively and every write is independent, so a failed
+ * write on one rank can never leave the others inside a collective I/O call. */
+#ifndef MST_REDIST_H
+#define MST_REDIST_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mst_err.h"
+#include "mst_plan.h"
+
+/* Bytes of the per-rank buffer at most (the staging size, if smaller). */
+#define MST_REDIST_BUFFER ((uint64_t)32 << 20)
+/* Chunks are at least this big (or the whole tensor), so small tensors are
+ * not cut into crumbs. */
+#define MST_REDIST_MIN_CHUNK ((uint64_t)1 << 20)
+
+/*
+ * Local (rank 0). The table of the tensors with at least one strided box:
+ * their file offset, byte dimensions and name, their strided boxes (rank,
+ * position in that rank's list, box in byte dimensions) and the byte ranges
+ * of their contiguous boxes. `data_start` is the file offset of the data
+ * section. Sets *tab = NULL, *len = 0 when no tensor has a strided box.
+ */
+int mst_redist_table(const mst_decl *decls, size_t ndecls, const mst_plan *plan,
+                     uint64_t data_start, uint64_t **tab, size_t *len, mst_err *err);
+
+/* Collective over comm: rank 0's table to every rank (malloc'd into *tab). */
+int mst_redist_share(MPI_Comm comm, uint64_t **tab, size_t *len, mst_err *err);
+
+/* The caller's memory of one of this rank's boxes. */
+typedef const void *(*mst_redist_data_fn)(void *ctx, size_t local);
+
+/*
+ * Collective over comm (every rank calls it with the same table). Moves and
+ * writes the strided boxes through `fh` (this rank's handle on the temporary
+ * file `path`). `buffer` is the per-rank buffer size (the ranks' minimum is
+ * used). Every round starts with an agreement, so a failure on one rank
+ * (memory, a datatype, a write) stops every rank at the same round with the
+ * same code and message.
+ */
+int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_data_fn data,
+                     void *ctx, MPI_File fh, const char *path, uint64_t buffer, mst_err *err);
+
+#endif
