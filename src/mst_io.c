@@ -565,7 +565,7 @@ out:
     return err->code;
 }
 
-int mst_io_sync_close(MPI_File *fh, int sync, int rank, mst_err *err)
+int mst_io_sync_close(MPI_File *fh, int sync, int collective, int rank, mst_err *err)
 {
     char why[MPI_MAX_ERROR_STRING + 128];
     int rc, e;
@@ -580,10 +580,11 @@ int mst_io_sync_close(MPI_File *fh, int sync, int rank, mst_err *err)
             describe(rc, e, why, sizeof why);
             MPI_Error_class(rc, &cls);
             /* OMPIO 4.1 answers a sync with MPI_ERR_OTHER when a collective
-             * write on this rank failed earlier but was reported as success */
+             * write on this rank failed earlier but was reported as success
+             * (only with the hint mst_strided_writes=collective) */
             mst_err_set(err, MST_ERR_IO, "rank %d: MPI_File_sync of the temporary file failed: %s%s",
                         rank, why,
-                        cls == MPI_ERR_OTHER ? " (an earlier collective write on this rank may "
+                        collective && cls == MPI_ERR_OTHER ? " (an earlier collective write on this rank may "
                                                "have failed unreported)"
                                              : "");
             MPI_File_close(fh);

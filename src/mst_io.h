@@ -87,8 +87,10 @@ int mst_io_write_boxes(MPI_Comm comm, MPI_File fh, const char *path, const mst_i
 int mst_io_verify_boxes(const char *path, MPI_Info hints, const mst_io_box *boxes, size_t n,
                         int rank, mst_err *err);
 
-/* Local. MPI_File_sync; then MPI_File_close (always, even after a failed sync). */
-int mst_io_sync_close(MPI_File *fh, int sync, int rank, mst_err *err);
+/* Local. MPI_File_sync; then MPI_File_close (always, even after a failed sync).
+ * `collective`: collective writes happened (the message may then say that one
+ * of them could have failed unreported). */
+int mst_io_sync_close(MPI_File *fh, int sync, int collective, int rank, mst_err *err);
 
 /* Local (rank 0). The temporary file has exactly expected_size bytes. */
 int mst_io_check_size(const char *tmp, uint64_t expected_size, mst_err *err);

@@ -819,7 +819,7 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
     if (mst_agree(comm, &local, res))
         goto cleanup;
 
-    mst_io_sync_close(&fh, w->fsync, w->rank, &local);
+    mst_io_sync_close(&fh, w->fsync, w->collective, w->rank, &local);
     if (mst_agree(comm, &local, res))
         goto cleanup;
 

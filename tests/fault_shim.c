@@ -4,7 +4,10 @@
  * (MST_FAULT_DIR; paths by prefix, descriptors tracked from their open) and
  * makes the Nth call of one class fail, on one rank:
  *   open    open, open64, openat, openat64, __open_2, __open64_2, creat, creat64
- *   write   write, writev, pwrite, pwrite64, pwritev, pwritev64, pwritev2, pwritev64v2
+ *   write   write, writev, pwrite, pwrite64, pwritev, pwritev64, pwritev2, pwritev64v2,
+ *           aio_write, aio_write64 (OMPIO's MPI_File_iwrite_at: the write itself then
+ *           runs in glibc's own thread, which calls pwrite inside libc, out of reach
+ *           of this shim; a fault fails the submission, or shortens the request)
  *   sync    fsync, fdatasync
  *   rename  rename, renameat, renameat2
  *   close   close (the descriptor is released anyway, as Linux does)
@@ -26,6 +29,7 @@
  *   void mst_fault_malloc(size_t size);  0 disarms
  */
 #define _GNU_SOURCE
+#include <aio.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -273,6 +277,23 @@ PWRITEV(pwritev64)
     }
 PWRITEV2(pwritev2)
 PWRITEV2(pwritev64v2)
+
+#define AIO_WRITE(name, cbtype)                                                        \
+    int name(cbtype *cb)                                                               \
+    {                                                                                  \
+        REAL(name, int (*)(cbtype *));                                                 \
+        if (cb && is_tracked(cb->aio_fildes) && hit(OP_WRITE, #name)) {                \
+            if (fault_short) {                                                         \
+                cb->aio_nbytes = shorten(cb->aio_nbytes);                              \
+                return real_##name(cb);                                                \
+            }                                                                          \
+            errno = fault_err;                                                         \
+            return -1;                                                                 \
+        }                                                                              \
+        return real_##name(cb);                                                        \
+    }
+AIO_WRITE(aio_write, struct aiocb)
+AIO_WRITE(aio_write64, struct aiocb64)
 
 /* ---- sync, rename, close ---- */
 #define SYNC(name)                                                                     \

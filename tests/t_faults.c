@@ -56,7 +56,8 @@ static void fill(unsigned char *buf, uint64_t len, const char *name, int variant
 }
 
 /* Rank r's share of variant v: two whole tensors, an optional big one, and
- * a column block of a tensor split over all ranks (strided: redistributed). */
+ * a column block of a tensor split over all ranks (strided: redistributed in
+ * chunks of 64 bytes, see save). */
 static int add_content(mst_writer *w, content *c, int variant, long kib)
 {
     char n[64];
@@ -107,7 +108,15 @@ static int save(const char *path, int variant, long kib, int durable, char *msg,
 {
     mst_writer *w = NULL;
     content c;
-    int rc = mst_writer_open(&w, MPI_COMM_WORLD, path, MPI_INFO_NULL);
+    MPI_Info hints;
+    int rc;
+    /* redistribution buffers of 2 x 64 bytes: the 256-byte column-split
+     * tensor (at 4 ranks) is cut into 64-byte chunks, one per rank, so every
+     * rank makes a write of redistributed bytes that the sweep can fail */
+    MPI_Info_create(&hints);
+    MPI_Info_set(hints, "mst_redist_buffer", "128");
+    rc = mst_writer_open(&w, MPI_COMM_WORLD, path, hints);
+    MPI_Info_free(&hints);
     if (rc == MST_OK) {
         if (!durable)
             mst_writer_set_fsync(w, 0);
