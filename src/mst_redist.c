@@ -532,7 +532,8 @@ static int build_round(const plan_state *s, size_t c0, size_t c1, int me, int nr
     }
     if (rc != MPI_SUCCESS)
         return rc;
-    qsort(rt->p, rt->np, sizeof *rt->p, cmp_piece);
+    if (rt->np > 1)
+        qsort(rt->p, rt->np, sizeof *rt->p, cmp_piece);
     for (size_t a = 0, b; a < rt->np && rc == MPI_SUCCESS; a = b) {
         int peer = rt->p[a].peer, recv = rt->p[a].recv, n;
         MPI_Datatype *types;
