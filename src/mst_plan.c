@@ -8,6 +8,10 @@
 #include "mst_box.h"
 #include "mst_utf8.h"
 
+/* The name is quoted only for a message: the check runs for every tensor,
+ * on its rank and again in the plan. */
+#define QNAME mst_quote(q, sizeof q, name, name_len, MST_QUOTE_LIMIT)
+
 int mst_check_tensor(const char *name, size_t name_len, int dtype, int64_t ndim,
                      const int64_t *shape, int rank, uint64_t *nbytes, mst_err *err)
 {
@@ -16,27 +20,27 @@ int mst_check_tensor(const char *name, size_t name_len, int dtype, int64_t ndim,
     size_t bad;
     if (name_len == 0)
         return mst_err_set(err, MST_ERR_EMPTY_NAME, "rank %d: a tensor has an empty name", rank);
-    mst_quote(q, sizeof q, name, name_len, MST_QUOTE_LIMIT);
     if (name_len == 12 && memcmp(name, "__metadata__", 12) == 0)
         return mst_err_set(err, MST_ERR_RESERVED_NAME,
                            "tensor %s on rank %d: the name is reserved for the metadata entry",
-                           q, rank);
+                           QNAME, rank);
     bad = mst_utf8_check(name, name_len);
     if (bad != name_len)
         return mst_err_set(err, MST_ERR_INVALID_UTF8,
-                           "tensor %s on rank %d: name is not valid UTF-8 (byte %zu)", q, rank,
-                           bad);
+                           "tensor %s on rank %d: name is not valid UTF-8 (byte %zu)", QNAME,
+                           rank, bad);
     if (dtype < 0 || dtype >= MST_DTYPE_COUNT)
         return mst_err_set(err, MST_ERR_UNKNOWN_DTYPE,
-                           "tensor %s on rank %d: unknown dtype value %d", q, rank, dtype);
+                           "tensor %s on rank %d: unknown dtype value %d", QNAME, rank, dtype);
     if (ndim < 0 || (ndim > 0 && !shape))
         return mst_err_set(err, MST_ERR_INVALID_ARGUMENT,
-                           "tensor %s on rank %d: %s", q, rank,
+                           "tensor %s on rank %d: %s", QNAME, rank,
                            ndim < 0 ? "negative number of dimensions" : "NULL shape");
     for (int64_t d = 0; d < ndim; d++)
         if (shape[d] < 0)
             return mst_err_set(err, MST_ERR_NEGATIVE_DIM,
-                               "tensor %s on rank %d: dimension %lld of the shape is %lld", q,
+                               "tensor %s on rank %d: dimension %lld of the shape is %lld",
+                               QNAME,
                                rank, (long long)d, (long long)shape[d]);
     for (int64_t d = 0; d < ndim; d++) {
         uint64_t v = (uint64_t)shape[d];
@@ -44,28 +48,31 @@ int mst_check_tensor(const char *name, size_t name_len, int dtype, int64_t ndim,
             return mst_err_set(err, MST_ERR_SIZE_OVERFLOW,
                                "tensor %s on rank %d: the element count of its shape overflows "
                                "64 bits",
-                               q, rank);
+                               QNAME, rank);
         nel *= v;
     }
     bits = (uint64_t)mst_dtype_bits((mst_dtype)dtype);
     if (nel > UINT64_MAX / bits)
         return mst_err_set(err, MST_ERR_SIZE_OVERFLOW,
                            "tensor %s on rank %d: %llu elements of %s overflow 64 bits of size",
-                           q, rank, (unsigned long long)nel, mst_dtype_name((mst_dtype)dtype));
+                           QNAME, rank, (unsigned long long)nel,
+                           mst_dtype_name((mst_dtype)dtype));
     nbits = nel * bits;
     if (nbits % 8)
         return mst_err_set(err, MST_ERR_PARTIAL_BYTES,
                            "tensor %s on rank %d: %llu elements of %s are %llu bits, not a whole "
                            "number of bytes",
-                           q, rank, (unsigned long long)nel, mst_dtype_name((mst_dtype)dtype),
-                           (unsigned long long)nbits);
+                           QNAME, rank, (unsigned long long)nel,
+                           mst_dtype_name((mst_dtype)dtype), (unsigned long long)nbits);
     if (nbits / 8 > MST_MAX_OFFSET)
         return mst_err_set(err, MST_ERR_SIZE_OVERFLOW,
-                           "tensor %s on rank %d: %llu bytes is above the 2^53-byte limit", q,
+                           "tensor %s on rank %d: %llu bytes is above the 2^53-byte limit", QNAME,
                            rank, (unsigned long long)(nbits / 8));
     *nbytes = nbits / 8;
     return MST_OK;
 }
+
+#undef QNAME
 
 int mst_check_metadata(const char *key, size_t key_len, const char *value, size_t value_len,
                        int rank, mst_err *err)
@@ -258,9 +265,9 @@ static int check_group(const mst_decl **g, size_t n, mst_err *err)
 {
     char q[MST_QUOTE_MAX], ta[96], tb[96];
     const mst_decl *a = g[0];
-    mst_quote(q, sizeof q, a->t.name, a->t.name_len, MST_QUOTE_LIMIT);
-    if (n == 1)
+    if (n == 1) /* most tensors: nothing to compare, no name to quote */
         return a->kind == MST_DECL_SLICE ? check_tiling(g, n, err) : MST_OK;
+    mst_quote(q, sizeof q, a->t.name, a->t.name_len, MST_QUOTE_LIMIT);
     for (size_t i = 1; i < n; i++) {
         const mst_decl *b = g[i];
         if (a->kind == MST_DECL_WHOLE || b->kind == MST_DECL_WHOLE) {

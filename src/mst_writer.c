@@ -466,6 +466,25 @@ static void describe_tensor(char *what, size_t cap, const local_tensor *t)
         snprintf(what, cap, "tensor %s", q);
 }
 
+/* A message about a write names its tensor (describe_tensor), but formatting
+ * that for every write costs more than many small writes: write_own passes
+ * WHAT_MARK instead and, on a failure, puts the text in its place. The mark
+ * is a control character, which no quoted name or path contains raw; the
+ * text is never shorter than the mark, so the message is cut exactly where
+ * formatting it with the text would have cut it. */
+#define WHAT_MARK "\x1f"
+
+static void name_in_message(mst_err *err, const local_tensor *t)
+{
+    char what[MST_QUOTE_MAX + 200], msg[MST_MSG_MAX];
+    const char *at = strchr(err->msg, WHAT_MARK[0]);
+    if (!at)
+        return;
+    describe_tensor(what, sizeof what, t);
+    snprintf(msg, sizeof msg, "%.*s%s%s", (int)(at - err->msg), err->msg, what, at + 1);
+    memcpy(err->msg, msg, sizeof msg);
+}
+
 /* This rank's independent writes: the header on rank 0, then every whole
  * tensor, chosen replica and contiguous box in file order, straight from the
  * caller's buffers. */
@@ -508,10 +527,9 @@ static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan
     for (size_t k = 0; k < l->n; k++) {
         const write_item *it = l->items[k];
         const local_tensor *t = &w->tensors[it->index];
-        char what[MST_QUOTE_MAX + 200];
+        const char *what = WHAT_MARK;
         if (it->strided)
             continue;
-        describe_tensor(what, sizeof what, t);
         if (t->fill) {
             if (!stage) {
                 /* one buffer for all streamed tensors: the staging size, or
@@ -528,9 +546,12 @@ static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan
                     break;
                 }
             }
-            if (write_streamed(w, fh, tmp, it, stage, cap, what, err))
+            if (write_streamed(w, fh, tmp, it, stage, cap, what, err)) {
+                name_in_message(err, t);
                 break;
+            }
         } else if (mst_io_write(fh, tmp, it->offset, t->data, t->nbytes, w->rank, what, err)) {
+            name_in_message(err, t);
             break;
         }
     }
