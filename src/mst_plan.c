@@ -337,6 +337,35 @@ static const mst_tensor_desc *next_tensor(void *ctx, size_t i, uint64_t *begin, 
     return t;
 }
 
+static size_t digits(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+/* The header's length if no name needs escapes, at most `limit`: reserved at
+ * once, the header is not copied as it grows (each copy of a large buffer
+ * can leave the old one resident). */
+static size_t header_estimate(const mst_decl *decls, const size_t *order, size_t ntensors,
+                              const mst_kv *kv, size_t nkv, uint64_t data_len, size_t limit)
+{
+    size_t n = 32, offsets = 2 * digits(data_len) + 1;
+    for (size_t i = 0; i < nkv && n < limit; i++)
+        n += (size_t)kv[i].key_len + kv[i].value_len + 6;
+    for (size_t i = 0; i < ntensors && n < limit; i++) {
+        const mst_tensor_desc *t = &decls[order[i]].t;
+        /* "name":{"dtype":"F32","shape":[],"data_offsets":[,]}, */
+        n += t->name_len + 51 + strlen(mst_dtype_name((mst_dtype)t->dtype)) + offsets;
+        for (uint32_t d = 0; d < t->ndim; d++)
+            n += digits((uint64_t)t->shape[d]) + 1;
+    }
+    return n < limit ? n : limit;
+}
+
 /*
  * Memory: a million tensors make a million of everything, so the arrays are
  * few and the temporary ones are gone before the header (the largest thing
@@ -473,6 +502,8 @@ int mst_plan_build(mst_plan *plan, const mst_decl *decls, size_t ndecls,
 
     if (merge_metadata(meta, nmeta, &kv, &nkv, err))
         goto done;
+    mst_buf_reserve(&plan->header, header_estimate(decls, plan->order, ngroups, kv, nkv, at,
+                                                   MST_MAX_HEADER_SIZE));
     hc.decls = decls;
     hc.order = plan->order;
     hc.at = 0;
