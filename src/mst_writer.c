@@ -44,6 +44,7 @@ typedef struct arena_block {
 
 #define ARENA_FIRST_WORDS 512       /* 4 KiB */
 #define ARENA_MAX_WORDS (1u << 17)  /* 1 MiB: later blocks */
+#define ARENA_OWN_BYTES 256         /* larger entries get an allocation of their own */
 
 struct mst_writer {
     MPI_Comm comm;
@@ -58,6 +59,8 @@ struct mst_writer {
     local_tensor *tensors;
     size_t ntensors, tcap;
     arena_block *arena; /* newest block first */
+    void **own;         /* entries above ARENA_OWN_BYTES */
+    size_t nown, ocap;
     mst_kv *meta; /* key and value copied */
     size_t nmeta, mcap;
 
@@ -234,6 +237,19 @@ static void *arena_alloc(mst_writer *w, size_t bytes)
     return b->words + b->used - words;
 }
 
+/* `bytes` for one declaration's copies: in the arena, or alone when large (a
+ * long name would leave most of a block empty). */
+static void *storage_alloc(mst_writer *w, size_t bytes)
+{
+    void *p;
+    if (bytes <= ARENA_OWN_BYTES)
+        return arena_alloc(w, bytes);
+    if (grow((void **)&w->own, &w->ocap, w->nown, sizeof *w->own) || !(p = malloc(bytes)))
+        return NULL;
+    w->own[w->nown++] = p;
+    return p;
+}
+
 static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, int ndim,
                     const int64_t *shape, const int64_t *start, const int64_t *count,
                     const void *data, int streamed, mst_fill_fn fill, void *fill_ctx)
@@ -299,7 +315,7 @@ static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, 
     /* shape (and box) first, so they are aligned; the name follows */
     ndims = (size_t)ndim * (kind == MST_DECL_SLICE ? 3 : 1);
     if (grow((void **)&w->tensors, &w->tcap, w->ntensors, sizeof *w->tensors) ||
-        !(storage = arena_alloc(w, ndims * sizeof(int64_t) + len + 1))) {
+        !(storage = storage_alloc(w, ndims * sizeof(int64_t) + len + 1))) {
         mst_err_set(&e, MST_ERR_NO_MEMORY, "rank %d: out of memory adding a tensor", w->rank);
         return keep_first(w, &e);
     }
@@ -1068,6 +1084,9 @@ void mst_writer_free(mst_writer **wp)
     w = *wp;
     *wp = NULL;
     MPI_Finalized(&fin);
+    for (size_t i = 0; i < w->nown; i++)
+        free(w->own[i]);
+    free(w->own);
     while (w->arena) {
         arena_block *b = w->arena;
         w->arena = b->next;
