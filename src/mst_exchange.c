@@ -49,12 +49,20 @@ int mst_agree(MPI_Comm comm, const mst_err *mine, mst_err *out)
 }
 
 /*
- * Packed layout, host byte order:
+ * Packed layout, host byte order, every record padded with zeros to a
+ * multiple of 8 bytes, so that on rank 0 the shapes are read where they were
+ * received (aligned), not copied out:
  *   u64 ntensors, u64 nmeta
- *   per tensor: u32 name_len, u32 dtype, u32 ndim, u32 kind, name bytes, i64 shape[ndim],
- *               and for slices i64 start[ndim], i64 count[ndim]
+ *   per tensor: u32 name_len, u32 dtype, u32 ndim, u32 kind, i64 shape[ndim],
+ *               and for slices i64 start[ndim], i64 count[ndim]; name bytes
  *   per entry:  u32 key_len, u32 value_len, key bytes, value bytes
  */
+static void pad8(mst_buf *out)
+{
+    static const char zeros[8];
+    mst_buf_put(out, zeros, (8 - out->len % 8) % 8);
+}
+
 void mst_pack_counts(mst_buf *out, size_t nt, size_t nkv)
 {
     mst_buf_put_raw64(out, nt);
@@ -68,12 +76,13 @@ void mst_pack_tensor(mst_buf *out, const mst_tensor_desc *t, int kind, const int
     mst_buf_put_raw32(out, t->dtype);
     mst_buf_put_raw32(out, t->ndim);
     mst_buf_put_raw32(out, (uint32_t)kind);
-    mst_buf_put(out, t->name, t->name_len);
     mst_buf_put(out, t->shape, (size_t)t->ndim * sizeof(int64_t));
     if (kind == MST_DECL_SLICE) {
         mst_buf_put(out, start, (size_t)t->ndim * sizeof(int64_t));
         mst_buf_put(out, count, (size_t)t->ndim * sizeof(int64_t));
     }
+    mst_buf_put(out, t->name, t->name_len);
+    pad8(out);
 }
 
 void mst_pack_kv(mst_buf *out, const mst_kv *kv)
@@ -82,6 +91,7 @@ void mst_pack_kv(mst_buf *out, const mst_kv *kv)
     mst_buf_put_raw32(out, kv->value_len);
     mst_buf_put(out, kv->key, kv->key_len);
     mst_buf_put(out, kv->value, kv->value_len);
+    pad8(out);
 }
 
 typedef struct reader {
@@ -120,24 +130,33 @@ static uint32_t take32(reader *r)
     return v;
 }
 
-/* Two passes over the blobs: count, then fill. */
+/* Zeros up to the next multiple of 8 (records start 8-aligned). */
+static void take_pad(reader *r, size_t used)
+{
+    const char *p = take(r, (8 - used % 8) % 8);
+    if (p && memcmp(p, "\0\0\0\0\0\0\0", (8 - used % 8) % 8) != 0)
+        r->bad = 1;
+}
+
+/* Two passes over the blobs: count, then fill. Every rank's blob starts at a
+ * multiple of 8 in g->blobs (their sizes are), so the shapes in it are
+ * aligned. */
 static int unpack(mst_gathered *g, const uint64_t *sizes, int nranks, mst_err *err)
 {
-    size_t nt = 0, nm = 0, nd = 0;
+    size_t nt = 0, nm = 0;
     const char *base = g->blobs;
     for (int pass = 0; pass < 2; pass++) {
-        size_t ti = 0, mi = 0, di = 0;
+        size_t ti = 0, mi = 0;
         const char *p = base;
         if (pass == 1) {
             g->decls = malloc((nt ? nt : 1) * sizeof *g->decls);
             g->meta = malloc((nm ? nm : 1) * sizeof *g->meta);
-            g->dims = malloc((nd ? nd : 1) * sizeof *g->dims);
-            if (!g->decls || !g->meta || !g->dims)
+            if (!g->decls || !g->meta)
                 return mst_err_set(err, MST_ERR_NO_MEMORY,
                                    "rank 0: out of memory for the metadata of %zu tensors", nt);
         }
         for (int r = 0; r < nranks; r++) {
-            reader rd = {p, (size_t)sizes[r], 0};
+            reader rd = {p, (size_t)sizes[r], sizes[r] % 8 != 0};
             uint64_t t = take64(&rd), m = take64(&rd);
             if (pass == 1)
                 g->counts[r] = (int)t;
@@ -145,32 +164,30 @@ static int unpack(mst_gathered *g, const uint64_t *sizes, int nranks, mst_err *e
                 uint32_t len = take32(&rd), dtype = take32(&rd), ndim = take32(&rd);
                 uint32_t kind = take32(&rd);
                 size_t ndims = (size_t)ndim * (kind == MST_DECL_SLICE ? 3 : 1);
-                const char *name = take(&rd, len);
                 const char *dims = take(&rd, ndims * 8);
+                const char *name = take(&rd, len);
+                take_pad(&rd, len);
                 if (rd.bad || kind > MST_DECL_REPLICA) {
                     rd.bad = 1;
                     break;
                 }
                 if (pass == 1) {
                     mst_decl *d = &g->decls[ti];
-                    memcpy(g->dims + di, dims, ndims * 8);
                     d->t.name = name;
                     d->t.name_len = len;
                     d->t.dtype = (uint8_t)dtype;
                     d->t.ndim = ndim;
-                    d->t.shape = g->dims + di;
+                    d->t.shape = (const int64_t *)(const void *)dims;
                     d->kind = (uint8_t)kind;
-                    d->start = kind == MST_DECL_SLICE ? g->dims + di + ndim : NULL;
-                    d->count = kind == MST_DECL_SLICE ? g->dims + di + 2 * (size_t)ndim : NULL;
                     d->rank = r;
                     d->local = (uint32_t)i;
                 }
                 ti++;
-                di += ndims;
             }
             for (uint64_t i = 0; i < m && !rd.bad; i++) {
                 uint32_t kl = take32(&rd), vl = take32(&rd);
                 const char *k = take(&rd, kl), *v = take(&rd, vl);
+                take_pad(&rd, (size_t)kl + vl);
                 if (rd.bad)
                     break;
                 if (pass == 1) {
@@ -190,7 +207,6 @@ static int unpack(mst_gathered *g, const uint64_t *sizes, int nranks, mst_err *e
         }
         nt = ti;
         nm = mi;
-        nd = di;
     }
     g->ndecls = nt;
     g->nmeta = nm;
@@ -272,7 +288,6 @@ void mst_gathered_free(mst_gathered *g)
     free(g->blobs);
     free(g->decls);
     free(g->meta);
-    free(g->dims);
     free(g->counts);
     memset(g, 0, sizeof *g);
 }

@@ -37,14 +37,13 @@ typedef struct mst_gathered {
     size_t ndecls;
     mst_meta_decl *meta;
     size_t nmeta;
-    int64_t *dims;
     int *counts;          /* declarations per rank */
 } mst_gathered;
 
 /*
  * Collective over comm. Gathers every rank's packed declarations to rank 0
- * and unpacks them there (names point into blobs). The outcome is agreed:
- * the same code on every rank. Non-root ranks get an empty *g.
+ * and unpacks them there (names and shapes point into blobs). The outcome
+ * is agreed: the same code on every rank. Non-root ranks get an empty *g.
  */
 int mst_gather_decls(MPI_Comm comm, const mst_buf *mine, mst_gathered *g, mst_err *err);
 void mst_gathered_free(mst_gathered *g);

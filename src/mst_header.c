@@ -45,9 +45,30 @@ void mst_json_put_string(mst_buf *b, const char *s, size_t len)
     mst_buf_putc(b, '"');
 }
 
+typedef struct arrays_ctx {
+    const mst_tensor_desc *const *tensors;
+    const uint64_t *pos;
+} arrays_ctx;
+
+static const mst_tensor_desc *next_of_arrays(void *ctx, size_t i, uint64_t *begin,
+                                             uint64_t *end)
+{
+    const arrays_ctx *a = ctx;
+    *begin = a->pos[i];
+    *end = a->pos[i + 1];
+    return a->tensors[i];
+}
+
 int mst_header_encode(mst_buf *out, const mst_kv *meta, size_t nmeta,
                       const mst_tensor_desc *const *tensors, const uint64_t *pos,
                       size_t ntensors, mst_err *err)
+{
+    arrays_ctx a = {tensors, pos};
+    return mst_header_encode_each(out, meta, nmeta, next_of_arrays, &a, ntensors, err);
+}
+
+int mst_header_encode_each(mst_buf *out, const mst_kv *meta, size_t nmeta,
+                           mst_header_next_fn next, void *ctx, size_t ntensors, mst_err *err)
 {
     size_t pad;
     out->limit = MST_MAX_HEADER_SIZE;
@@ -64,7 +85,8 @@ int mst_header_encode(mst_buf *out, const mst_kv *meta, size_t nmeta,
         mst_buf_putc(out, '}');
     }
     for (size_t i = 0; i < ntensors && mst_buf_ok(out); i++) {
-        const mst_tensor_desc *t = tensors[i];
+        uint64_t begin, end;
+        const mst_tensor_desc *t = next(ctx, i, &begin, &end);
         if (i || nmeta > 0)
             mst_buf_putc(out, ',');
         mst_json_put_string(out, t->name, t->name_len);
@@ -77,9 +99,9 @@ int mst_header_encode(mst_buf *out, const mst_kv *meta, size_t nmeta,
             mst_buf_put_u64(out, (uint64_t)t->shape[d]);
         }
         mst_buf_puts(out, "],\"data_offsets\":[");
-        mst_buf_put_u64(out, pos[i]);
+        mst_buf_put_u64(out, begin);
         mst_buf_putc(out, ',');
-        mst_buf_put_u64(out, pos[i + 1]);
+        mst_buf_put_u64(out, end);
         mst_buf_puts(out, "]}");
     }
     mst_buf_putc(out, '}');

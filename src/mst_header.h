@@ -46,6 +46,14 @@ int mst_header_encode(mst_buf *out, const mst_kv *meta, size_t nmeta,
                       const mst_tensor_desc *const *tensors, const uint64_t *pos,
                       size_t ntensors, mst_err *err);
 
+/* The same, asking `next` for the tensors in order, i = 0, 1, ...: it
+ * returns tensor i and sets its data offsets. The plan uses it to encode
+ * straight from its declarations, without arrays of pointers and offsets. */
+typedef const mst_tensor_desc *(*mst_header_next_fn)(void *ctx, size_t i, uint64_t *begin,
+                                                     uint64_t *end);
+int mst_header_encode_each(mst_buf *out, const mst_kv *meta, size_t nmeta,
+                           mst_header_next_fn next, void *ctx, size_t ntensors, mst_err *err);
+
 /* Decoded header. Strings are NUL-terminated copies (they may contain NUL
  * from \u0000 escapes; the _len fields are authoritative). */
 typedef struct mst_header_tensor {

@@ -582,11 +582,12 @@ int mst_io_sync_close(MPI_File *fh, int sync, int collective, int rank, mst_err 
             /* OMPIO 4.1 answers a sync with MPI_ERR_OTHER when a collective
              * write on this rank failed earlier but was reported as success
              * (only with the hint mst_strided_writes=collective) */
-            mst_err_set(err, MST_ERR_IO, "rank %d: MPI_File_sync of the temporary file failed: %s%s",
-                        rank, why,
-                        collective && cls == MPI_ERR_OTHER ? " (an earlier collective write on this rank may "
-                                               "have failed unreported)"
-                                             : "");
+            mst_err_set(err, MST_ERR_IO,
+                        "rank %d: MPI_File_sync of the temporary file failed: %s%s", rank, why,
+                        collective && cls == MPI_ERR_OTHER
+                            ? " (an earlier collective write on this rank may have failed "
+                              "unreported)"
+                            : "");
             MPI_File_close(fh);
             *fh = MPI_FILE_NULL;
             return err->code;
@@ -598,8 +599,9 @@ int mst_io_sync_close(MPI_File *fh, int sync, int collective, int rank, mst_err 
     *fh = MPI_FILE_NULL;
     if (rc != MPI_SUCCESS) {
         describe(rc, e, why, sizeof why);
-        return mst_err_set(err, MST_ERR_IO, "rank %d: MPI_File_close of the temporary file failed: %s",
-                           rank, why);
+        return mst_err_set(err, MST_ERR_IO,
+                           "rank %d: MPI_File_close of the temporary file failed: %s", rank,
+                           why);
     }
     return MST_OK;
 }

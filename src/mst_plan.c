@@ -8,6 +8,10 @@
 #include "mst_box.h"
 #include "mst_utf8.h"
 
+/* The name is quoted only for a message: the check runs for every tensor,
+ * on its rank and again in the plan. */
+#define QNAME mst_quote(q, sizeof q, name, name_len, MST_QUOTE_LIMIT)
+
 int mst_check_tensor(const char *name, size_t name_len, int dtype, int64_t ndim,
                      const int64_t *shape, int rank, uint64_t *nbytes, mst_err *err)
 {
@@ -16,27 +20,27 @@ int mst_check_tensor(const char *name, size_t name_len, int dtype, int64_t ndim,
     size_t bad;
     if (name_len == 0)
         return mst_err_set(err, MST_ERR_EMPTY_NAME, "rank %d: a tensor has an empty name", rank);
-    mst_quote(q, sizeof q, name, name_len, MST_QUOTE_LIMIT);
     if (name_len == 12 && memcmp(name, "__metadata__", 12) == 0)
         return mst_err_set(err, MST_ERR_RESERVED_NAME,
                            "tensor %s on rank %d: the name is reserved for the metadata entry",
-                           q, rank);
+                           QNAME, rank);
     bad = mst_utf8_check(name, name_len);
     if (bad != name_len)
         return mst_err_set(err, MST_ERR_INVALID_UTF8,
-                           "tensor %s on rank %d: name is not valid UTF-8 (byte %zu)", q, rank,
-                           bad);
+                           "tensor %s on rank %d: name is not valid UTF-8 (byte %zu)", QNAME,
+                           rank, bad);
     if (dtype < 0 || dtype >= MST_DTYPE_COUNT)
         return mst_err_set(err, MST_ERR_UNKNOWN_DTYPE,
-                           "tensor %s on rank %d: unknown dtype value %d", q, rank, dtype);
+                           "tensor %s on rank %d: unknown dtype value %d", QNAME, rank, dtype);
     if (ndim < 0 || (ndim > 0 && !shape))
         return mst_err_set(err, MST_ERR_INVALID_ARGUMENT,
-                           "tensor %s on rank %d: %s", q, rank,
+                           "tensor %s on rank %d: %s", QNAME, rank,
                            ndim < 0 ? "negative number of dimensions" : "NULL shape");
     for (int64_t d = 0; d < ndim; d++)
         if (shape[d] < 0)
             return mst_err_set(err, MST_ERR_NEGATIVE_DIM,
-                               "tensor %s on rank %d: dimension %lld of the shape is %lld", q,
+                               "tensor %s on rank %d: dimension %lld of the shape is %lld",
+                               QNAME,
                                rank, (long long)d, (long long)shape[d]);
     for (int64_t d = 0; d < ndim; d++) {
         uint64_t v = (uint64_t)shape[d];
@@ -44,28 +48,31 @@ int mst_check_tensor(const char *name, size_t name_len, int dtype, int64_t ndim,
             return mst_err_set(err, MST_ERR_SIZE_OVERFLOW,
                                "tensor %s on rank %d: the element count of its shape overflows "
                                "64 bits",
-                               q, rank);
+                               QNAME, rank);
         nel *= v;
     }
     bits = (uint64_t)mst_dtype_bits((mst_dtype)dtype);
     if (nel > UINT64_MAX / bits)
         return mst_err_set(err, MST_ERR_SIZE_OVERFLOW,
                            "tensor %s on rank %d: %llu elements of %s overflow 64 bits of size",
-                           q, rank, (unsigned long long)nel, mst_dtype_name((mst_dtype)dtype));
+                           QNAME, rank, (unsigned long long)nel,
+                           mst_dtype_name((mst_dtype)dtype));
     nbits = nel * bits;
     if (nbits % 8)
         return mst_err_set(err, MST_ERR_PARTIAL_BYTES,
                            "tensor %s on rank %d: %llu elements of %s are %llu bits, not a whole "
                            "number of bytes",
-                           q, rank, (unsigned long long)nel, mst_dtype_name((mst_dtype)dtype),
-                           (unsigned long long)nbits);
+                           QNAME, rank, (unsigned long long)nel,
+                           mst_dtype_name((mst_dtype)dtype), (unsigned long long)nbits);
     if (nbits / 8 > MST_MAX_OFFSET)
         return mst_err_set(err, MST_ERR_SIZE_OVERFLOW,
-                           "tensor %s on rank %d: %llu bytes is above the 2^53-byte limit", q,
+                           "tensor %s on rank %d: %llu bytes is above the 2^53-byte limit", QNAME,
                            rank, (unsigned long long)(nbits / 8));
     *nbytes = nbits / 8;
     return MST_OK;
 }
+
+#undef QNAME
 
 int mst_check_metadata(const char *key, size_t key_len, const char *value, size_t value_len,
                        int rank, mst_err *err)
@@ -194,8 +201,8 @@ static int same_type(const mst_tensor_desc *a, const mst_tensor_desc *b)
 static int cmp_box_start(const void *a, const void *b)
 {
     const mst_decl *x = *(const mst_decl *const *)a, *y = *(const mst_decl *const *)b;
-    if (x->start[0] != y->start[0])
-        return x->start[0] < y->start[0] ? -1 : 1;
+    if (mst_decl_start(x)[0] != mst_decl_start(y)[0])
+        return mst_decl_start(x)[0] < mst_decl_start(y)[0] ? -1 : 1;
     if (x->rank != y->rank)
         return x->rank < y->rank ? -1 : 1;
     return (x->local > y->local) - (x->local < y->local);
@@ -217,24 +224,23 @@ static int check_tiling(const mst_decl **g, size_t n, mst_err *err)
     if (ndim > 0)
         qsort(s, n, sizeof *s, cmp_box_start);
     for (size_t i = 0; i < n; i++) {
+        const int64_t *si = mst_decl_start(s[i]), *ci = mst_decl_count(s[i]);
         /* boxes sorted by their start in dimension 0: only those starting
          * before box i ends there can meet it */
         for (size_t j = i + 1; j < n; j++) {
-            if (ndim > 0 && s[j]->start[0] >= s[i]->start[0] + s[i]->count[0])
+            const int64_t *sj = mst_decl_start(s[j]), *cj = mst_decl_count(s[j]);
+            if (ndim > 0 && sj[0] >= si[0] + ci[0])
                 break;
-            if (ndim == 0 || mst_box_overlap(ndim, s[i]->start, s[i]->count, s[j]->start,
-                                             s[j]->count)) {
+            if (ndim == 0 || mst_box_overlap(ndim, si, ci, sj, cj)) {
                 mst_err_set(err, MST_ERR_SLICE_OVERLAP,
                             "tensor %s: box %s of rank %d and box %s of rank %d overlap", q,
-                            mst_box_format(b1, sizeof b1, ndim, s[i]->start, s[i]->count),
-                            s[i]->rank,
-                            mst_box_format(b2, sizeof b2, ndim, s[j]->start, s[j]->count),
-                            s[j]->rank);
+                            mst_box_format(b1, sizeof b1, ndim, si, ci), s[i]->rank,
+                            mst_box_format(b2, sizeof b2, ndim, sj, cj), s[j]->rank);
                 free(s);
                 return err->code;
             }
         }
-        covered += ndim == 0 ? 1 : mst_box_volume(ndim, s[i]->count);
+        covered += ndim == 0 ? 1 : mst_box_volume(ndim, ci);
     }
     if (covered != total) {
         char list[512];
@@ -242,7 +248,8 @@ static int check_tiling(const mst_decl **g, size_t n, mst_err *err)
         for (size_t i = 0; i < n && i < 4 && o < sizeof list; i++)
             o += (size_t)snprintf(list + o, sizeof list - o, "%srank %d %s", i ? ", " : "",
                                   s[i]->rank,
-                                  mst_box_format(b1, sizeof b1, ndim, s[i]->start, s[i]->count));
+                                  mst_box_format(b1, sizeof b1, ndim, mst_decl_start(s[i]),
+                                                 mst_decl_count(s[i])));
         if (n > 4 && o < sizeof list)
             snprintf(list + o, sizeof list - o, ", and %zu more", n - 4);
         mst_err_set(err, MST_ERR_SLICE_GAP,
@@ -258,9 +265,9 @@ static int check_group(const mst_decl **g, size_t n, mst_err *err)
 {
     char q[MST_QUOTE_MAX], ta[96], tb[96];
     const mst_decl *a = g[0];
-    mst_quote(q, sizeof q, a->t.name, a->t.name_len, MST_QUOTE_LIMIT);
-    if (n == 1)
+    if (n == 1) /* most tensors: nothing to compare, no name to quote */
         return a->kind == MST_DECL_SLICE ? check_tiling(g, n, err) : MST_OK;
+    mst_quote(q, sizeof q, a->t.name, a->t.name_len, MST_QUOTE_LIMIT);
     for (size_t i = 1; i < n; i++) {
         const mst_decl *b = g[i];
         if (a->kind == MST_DECL_WHOLE || b->kind == MST_DECL_WHOLE) {
@@ -293,69 +300,123 @@ static int check_group(const mst_decl **g, size_t n, mst_err *err)
     return a->kind == MST_DECL_SLICE ? check_tiling(g, n, err) : MST_OK;
 }
 
-typedef struct group {
-    size_t first, n;  /* its declarations: byname[first .. first + n) */
-    uint64_t bytes;   /* the tensor's bytes */
-    uint64_t begin;   /* its offset in the data buffer */
-} group;
-
 /* Largest first, so the greedy choice balances well; name order breaks ties. */
+typedef struct replica {
+    size_t first, n;  /* its declarations: byname[first .. first + n) */
+    uint64_t bytes;
+} replica;
+
 static int cmp_replica(const void *a, const void *b)
 {
-    const group *x = *(const group *const *)a, *y = *(const group *const *)b;
+    const replica *x = a, *y = b;
     if (x->bytes != y->bytes)
         return x->bytes > y->bytes ? -1 : 1;
     return (x->first > y->first) - (x->first < y->first);
 }
 
+/* Bytes of a validated tensor (no overflow). */
+static uint64_t tensor_bytes(const mst_tensor_desc *t)
+{
+    return mst_box_volume((int)t->ndim, t->shape) * (uint64_t)mst_dtype_bits((mst_dtype)t->dtype) /
+           8;
+}
+
+/* The header's tensors: the canonical order, offsets accumulated as it goes. */
+typedef struct header_ctx {
+    const mst_decl *decls;
+    const size_t *order;
+    uint64_t at;
+} header_ctx;
+
+static const mst_tensor_desc *next_tensor(void *ctx, size_t i, uint64_t *begin, uint64_t *end)
+{
+    header_ctx *h = ctx;
+    const mst_tensor_desc *t = &h->decls[h->order[i]].t;
+    *begin = h->at;
+    *end = h->at += tensor_bytes(t);
+    return t;
+}
+
+static size_t digits(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+/* The header's length if no name needs escapes, at most `limit`: reserved at
+ * once, the header is not copied as it grows (each copy of a large buffer
+ * can leave the old one resident). */
+static size_t header_estimate(const mst_decl *decls, const size_t *order, size_t ntensors,
+                              const mst_kv *kv, size_t nkv, uint64_t data_len, size_t limit)
+{
+    size_t n = 32, offsets = 2 * digits(data_len) + 1;
+    for (size_t i = 0; i < nkv && n < limit; i++)
+        n += (size_t)kv[i].key_len + kv[i].value_len + 6;
+    for (size_t i = 0; i < ntensors && n < limit; i++) {
+        const mst_tensor_desc *t = &decls[order[i]].t;
+        /* "name":{"dtype":"F32","shape":[],"data_offsets":[,]}, */
+        n += t->name_len + 51 + strlen(mst_dtype_name((mst_dtype)t->dtype)) + offsets;
+        for (uint32_t d = 0; d < t->ndim; d++)
+            n += digits((uint64_t)t->shape[d]) + 1;
+    }
+    return n < limit ? n : limit;
+}
+
+/*
+ * Memory: a million tensors make a million of everything, so the arrays are
+ * few and the temporary ones are gone before the header (the largest thing
+ * built here) grows: byname (pointers sorted by name), first (the start of
+ * each tensor's group in byname), the outputs order and begin, and small
+ * arrays for replicas and ranks.
+ */
 int mst_plan_build(mst_plan *plan, const mst_decl *decls, size_t ndecls,
                    const mst_meta_decl *meta, size_t nmeta, int nranks, mst_err *err)
 {
     const mst_decl **byname = NULL;
-    const mst_tensor_desc **canon = NULL;
-    uint64_t *size = NULL, *pos = NULL, *load = NULL;
-    group *groups = NULL, **replicas = NULL;
-    size_t *group_of = NULL, ngroups = 0, nrep = 0;
+    size_t *first = NULL, ngroups = 0, nrep = 0;
+    uint64_t *load = NULL, at = 0;
+    replica *reps = NULL;
     mst_kv *kv = NULL;
     size_t nkv = 0, bucket[MST_DTYPE_COUNT + 1];
     size_t alloc_n = ndecls ? ndecls : 1;
+    header_ctx hc;
     char q[MST_QUOTE_MAX];
 
     memset(plan, 0, sizeof *plan);
     mst_buf_init(&plan->header, MST_MAX_HEADER_SIZE);
     mst_err_clear(err);
 
-    size = malloc(alloc_n * sizeof *size);
     byname = malloc(alloc_n * sizeof *byname);
-    canon = malloc(alloc_n * sizeof *canon);
-    pos = malloc((ndecls + 1) * sizeof *pos);
-    groups = malloc(alloc_n * sizeof *groups);
-    replicas = malloc(alloc_n * sizeof *replicas);
-    group_of = malloc(alloc_n * sizeof *group_of);
+    first = malloc((ndecls + 1) * sizeof *first);
     load = calloc(nranks > 0 ? (size_t)nranks : 1, sizeof *load);
     plan->order = malloc(alloc_n * sizeof *plan->order);
     plan->begin = malloc(alloc_n * sizeof *plan->begin);
-    if (!size || !byname || !canon || !pos || !groups || !replicas || !group_of || !load ||
-        !plan->order || !plan->begin) {
+    if (!byname || !first || !load || !plan->order || !plan->begin) {
         mst_err_set(err, MST_ERR_NO_MEMORY, "out of memory planning %zu tensors", ndecls);
         goto done;
     }
 
+    /* Validate; the bytes each rank writes, but for replicas (chosen below). */
     for (size_t i = 0; i < ndecls; i++) {
         const mst_decl *d = &decls[i];
-        uint64_t tensor_bytes;
+        uint64_t bytes;
         if (d->rank < 0 || d->rank >= nranks || d->kind > MST_DECL_REPLICA) {
             mst_err_set(err, MST_ERR_INVALID_ARGUMENT, "declaration %zu: bad rank or kind", i);
             goto done;
         }
         if (mst_check_tensor(d->t.name, d->t.name_len, d->t.dtype, d->t.ndim, d->t.shape, d->rank,
-                             &tensor_bytes, err))
+                             &bytes, err))
             goto done;
-        size[i] = tensor_bytes;
         if (d->kind == MST_DECL_SLICE &&
             mst_check_box(d->t.name, d->t.name_len, d->t.dtype, (int)d->t.ndim, d->t.shape,
-                          d->start, d->count, d->rank, &size[i], err))
+                          mst_decl_start(d), mst_decl_count(d), d->rank, &bytes, err))
             goto done;
+        if (d->kind != MST_DECL_REPLICA)
+            load[d->rank] += bytes;
         byname[i] = d;
     }
 
@@ -368,58 +429,61 @@ int mst_plan_build(mst_plan *plan, const mst_decl *decls, size_t ndecls,
             j++;
         if (check_group(byname + i, j - i, err))
             goto done;
-        groups[ngroups].first = i;
-        groups[ngroups].n = j - i;
-        /* validated above: no overflow */
-        groups[ngroups].bytes = mst_box_volume((int)byname[i]->t.ndim, byname[i]->t.shape) *
-                                (uint64_t)mst_dtype_bits((mst_dtype)byname[i]->t.dtype) / 8;
-        for (size_t k = i; k < j; k++) {
-            size_t di = (size_t)(byname[k] - decls);
-            group_of[di] = ngroups;
-            if (byname[k]->kind != MST_DECL_REPLICA)
-                load[byname[k]->rank] += size[di];
-        }
-        if (byname[i]->kind == MST_DECL_REPLICA)
-            replicas[nrep++] = &groups[ngroups];
-        ngroups++;
+        first[ngroups++] = i;
+        nrep += byname[i]->kind == MST_DECL_REPLICA;
         i = j;
     }
+    first[ngroups] = ndecls;
 
     /* The reference order: dtype descending, then name. A stable counting
      * sort by dtype over the name order gives both in one pass. */
     memset(bucket, 0, sizeof bucket);
     for (size_t g = 0; g < ngroups; g++)
-        bucket[MST_DTYPE_COUNT - 1 - byname[groups[g].first]->t.dtype + 1]++;
+        bucket[MST_DTYPE_COUNT - 1 - byname[first[g]]->t.dtype + 1]++;
     for (int b = 1; b <= MST_DTYPE_COUNT; b++)
         bucket[b] += bucket[b - 1];
     for (size_t g = 0; g < ngroups; g++) {
-        const mst_decl *d = byname[groups[g].first];
+        const mst_decl *d = byname[first[g]];
         plan->order[bucket[MST_DTYPE_COUNT - 1 - d->t.dtype]++] = g; /* group index for now */
     }
 
-    pos[0] = 0;
+    /* Contiguous offsets in that order. */
     for (size_t i = 0; i < ngroups; i++) {
-        group *g = &groups[plan->order[i]];
-        const mst_decl *d = byname[g->first];
-        if (g->bytes > MST_MAX_OFFSET - pos[i]) {
+        size_t g = plan->order[i];
+        const mst_decl *d = byname[first[g]];
+        uint64_t bytes = tensor_bytes(&d->t);
+        if (bytes > MST_MAX_OFFSET - at) {
             mst_quote(q, sizeof q, d->t.name, d->t.name_len, MST_QUOTE_LIMIT);
             mst_err_set(err, MST_ERR_SIZE_OVERFLOW,
                         "the data would pass the 2^53-byte limit at tensor %s (rank %d)", q,
                         d->rank);
             goto done;
         }
-        pos[i + 1] = pos[i] + g->bytes;
-        canon[i] = &d->t;
-        g->begin = pos[i];
+        for (size_t k = first[g]; k < first[g + 1]; k++)
+            plan->begin[byname[k] - decls] = at;
         plan->order[i] = (size_t)(d - decls);
+        at += bytes;
     }
-    for (size_t i = 0; i < ndecls; i++)
-        plan->begin[i] = groups[group_of[i]].begin;
 
     /* Each replica is written by the holder with the fewest bytes so far. */
-    qsort(replicas, nrep, sizeof *replicas, cmp_replica);
+    if (nrep > 0) {
+        reps = malloc(nrep * sizeof *reps);
+        if (!reps) {
+            mst_err_set(err, MST_ERR_NO_MEMORY, "out of memory planning %zu tensors", ndecls);
+            goto done;
+        }
+        nrep = 0;
+        for (size_t g = 0; g < ngroups; g++)
+            if (byname[first[g]]->kind == MST_DECL_REPLICA) {
+                reps[nrep].first = first[g];
+                reps[nrep].n = first[g + 1] - first[g];
+                reps[nrep].bytes = tensor_bytes(&byname[first[g]]->t);
+                nrep++;
+            }
+        qsort(reps, nrep, sizeof *reps, cmp_replica);
+    }
     for (size_t r = 0; r < nrep; r++) {
-        group *g = replicas[r];
+        const replica *g = &reps[r];
         const mst_decl *best = byname[g->first];
         for (size_t k = g->first + 1; k < g->first + g->n; k++)
             if (load[byname[k]->rank] < load[best->rank])
@@ -429,22 +493,29 @@ int mst_plan_build(mst_plan *plan, const mst_decl *decls, size_t ndecls,
             if (byname[k] != best)
                 plan->begin[byname[k] - decls] = MST_PLAN_SKIP;
     }
+    free(byname);
+    free(first);
+    free(reps);
+    byname = NULL;
+    first = NULL;
+    reps = NULL;
 
     if (merge_metadata(meta, nmeta, &kv, &nkv, err))
         goto done;
-    if (mst_header_encode(&plan->header, kv, nkv, canon, pos, ngroups, err))
+    mst_buf_reserve(&plan->header, header_estimate(decls, plan->order, ngroups, kv, nkv, at,
+                                                   MST_MAX_HEADER_SIZE));
+    hc.decls = decls;
+    hc.order = plan->order;
+    hc.at = 0;
+    if (mst_header_encode_each(&plan->header, kv, nkv, next_tensor, &hc, ngroups, err))
         goto done;
     plan->ntensors = ngroups;
-    plan->data_len = pos[ngroups];
+    plan->data_len = at;
 
 done:
-    free(size);
     free(byname);
-    free(canon);
-    free(pos);
-    free(groups);
-    free(replicas);
-    free(group_of);
+    free(first);
+    free(reps);
     free(load);
     free(kv);
     if (err->code != MST_OK) {

@@ -22,13 +22,24 @@ enum mst_decl_kind {
 /* One declaration by one rank. A tensor is the group of declarations that
  * share its name: one whole, or boxes from any ranks, or replicas. */
 typedef struct mst_decl {
-    mst_tensor_desc t;      /* for slices: the global shape */
-    const int64_t *start;   /* slices: the box (ndim each); NULL otherwise */
-    const int64_t *count;
+    mst_tensor_desc t;      /* for slices: the global shape, followed in memory by
+                               the box: start[ndim], then count[ndim] */
     int rank;
     uint32_t local;         /* position in that rank's own list */
     uint8_t kind;           /* enum mst_decl_kind */
 } mst_decl;
+
+/* A slice's box, stored right after its shape (a million declarations do
+ * not carry two pointers each for the few that are slices). */
+static inline const int64_t *mst_decl_start(const mst_decl *d)
+{
+    return d->t.shape + d->t.ndim;
+}
+
+static inline const int64_t *mst_decl_count(const mst_decl *d)
+{
+    return d->t.shape + 2 * (size_t)d->t.ndim;
+}
 
 /* plan.begin of a replica that another holder writes */
 #define MST_PLAN_SKIP UINT64_MAX

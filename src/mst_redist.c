@@ -67,8 +67,8 @@ int mst_redist_table(const mst_decl *decls, size_t ndecls, const mst_plan *plan,
         mst_box_layout lay;
         if (d->kind != MST_DECL_SLICE)
             continue;
-        mst_box_bytes(ndim, d->t.shape, d->start, d->count, mst_dtype_bits(d->t.dtype), scratch,
-                      scratch + ndim, scratch + 2 * ndim);
+        mst_box_bytes(ndim, d->t.shape, mst_decl_start(d), mst_decl_count(d),
+                      mst_dtype_bits(d->t.dtype), scratch, scratch + ndim, scratch + 2 * ndim);
         mst_box_layout_of(ndim, scratch, scratch + ndim, scratch + 2 * ndim, &lay);
         if (lay.bytes == 0)
             continue;
@@ -102,8 +102,8 @@ int mst_redist_table(const mst_decl *decls, size_t ndecls, const mst_plan *plan,
             out[pos++] = t->t.name_len;
             out[pos++] = ns;
             out[pos++] = nd;
-            mst_box_bytes((int)ndim, t->t.shape, t->start, t->count, mst_dtype_bits(t->t.dtype),
-                          out + pos, scratch, scratch + ndim);
+            mst_box_bytes((int)ndim, t->t.shape, mst_decl_start(t), mst_decl_count(t),
+                          mst_dtype_bits(t->t.dtype), out + pos, scratch, scratch + ndim);
             pos += ndim;
             memset(out + pos, 0, words(t->t.name_len) * 8);
             memcpy(out + pos, t->t.name, t->t.name_len);
@@ -114,7 +114,7 @@ int mst_redist_table(const mst_decl *decls, size_t ndecls, const mst_plan *plan,
                     continue;
                 out[pos++] = (uint64_t)d->rank;
                 out[pos++] = d->local;
-                mst_box_bytes((int)ndim, d->t.shape, d->start, d->count,
+                mst_box_bytes((int)ndim, d->t.shape, mst_decl_start(d), mst_decl_count(d),
                               mst_dtype_bits(d->t.dtype), scratch, out + pos, out + pos + ndim);
                 pos += 2 * ndim;
             }

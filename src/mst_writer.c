@@ -23,16 +23,29 @@ enum writer_state { WRITER_OPEN, WRITER_DONE, WRITER_FAILED_OPEN };
 
 /* One tensor (or box of one) this rank declared. */
 typedef struct local_tensor {
-    mst_tensor_desc t;    /* name and shape point into storage; slices: global shape */
-    const int64_t *start; /* slices: the box, in storage */
+    mst_tensor_desc t;    /* name and shape point into the writer's arena; slices: global shape */
+    const int64_t *start; /* slices: the box, in the arena */
     const int64_t *count;
     int kind;             /* enum mst_decl_kind */
     const void *data;     /* the caller's buffer, not copied */
     mst_fill_fn fill;     /* streamed: asked for the bytes instead of data */
     void *fill_ctx;
     uint64_t nbytes;      /* bytes of data */
-    void *storage;
 } local_tensor;
+
+/* The copies of declared names, shapes and boxes: blocks that never move
+ * (local_tensor points into them), freed with the writer. One allocation per
+ * declaration cost a page fault every few dozen tensors and a malloc header
+ * each. */
+typedef struct arena_block {
+    struct arena_block *next;
+    size_t used, cap; /* in 8-byte words */
+    uint64_t words[];
+} arena_block;
+
+#define ARENA_FIRST_WORDS 512       /* 4 KiB */
+#define ARENA_MAX_WORDS (1u << 17)  /* 1 MiB: later blocks */
+#define ARENA_OWN_BYTES 256         /* larger entries get an allocation of their own */
 
 struct mst_writer {
     MPI_Comm comm;
@@ -48,6 +61,9 @@ struct mst_writer {
 
     local_tensor *tensors;
     size_t ntensors, tcap;
+    arena_block *arena; /* newest block first */
+    void **own;         /* entries above ARENA_OWN_BYTES */
+    size_t nown, ocap;
     mst_kv *meta; /* key and value copied */
     size_t nmeta, mcap;
 
@@ -204,6 +220,39 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem)
     return 0;
 }
 
+/* `bytes` (> 0) of arena, 8-byte aligned; NULL if out of memory. */
+static void *arena_alloc(mst_writer *w, size_t bytes)
+{
+    size_t words = bytes / 8 + (bytes % 8 != 0);
+    arena_block *b = w->arena;
+    if (!b || b->cap - b->used < words) {
+        size_t cap = b ? (b->cap < ARENA_MAX_WORDS ? 2 * b->cap : b->cap) : ARENA_FIRST_WORDS;
+        if (cap < words)
+            cap = words;
+        if (cap > (SIZE_MAX - sizeof *b) / 8 || !(b = malloc(sizeof *b + cap * 8)))
+            return NULL;
+        b->next = w->arena;
+        b->used = 0;
+        b->cap = cap;
+        w->arena = b;
+    }
+    b->used += words;
+    return b->words + b->used - words;
+}
+
+/* `bytes` for one declaration's copies: in the arena, or alone when large (a
+ * long name would leave most of a block empty). */
+static void *storage_alloc(mst_writer *w, size_t bytes)
+{
+    void *p;
+    if (bytes <= ARENA_OWN_BYTES)
+        return arena_alloc(w, bytes);
+    if (grow((void **)&w->own, &w->ocap, w->nown, sizeof *w->own) || !(p = malloc(bytes)))
+        return NULL;
+    w->own[w->nown++] = p;
+    return p;
+}
+
 static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, int ndim,
                     const int64_t *shape, const int64_t *start, const int64_t *count,
                     const void *data, int streamed, mst_fill_fn fill, void *fill_ctx)
@@ -268,9 +317,8 @@ static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, 
     }
     /* shape (and box) first, so they are aligned; the name follows */
     ndims = (size_t)ndim * (kind == MST_DECL_SLICE ? 3 : 1);
-    storage = malloc(ndims * sizeof(int64_t) + len + 1);
-    if (!storage || grow((void **)&w->tensors, &w->tcap, w->ntensors, sizeof *w->tensors)) {
-        free(storage);
+    if (grow((void **)&w->tensors, &w->tcap, w->ntensors, sizeof *w->tensors) ||
+        !(storage = storage_alloc(w, ndims * sizeof(int64_t) + len + 1))) {
         mst_err_set(&e, MST_ERR_NO_MEMORY, "rank %d: out of memory adding a tensor", w->rank);
         return keep_first(w, &e);
     }
@@ -288,7 +336,6 @@ static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, 
         t->count = (const int64_t *)storage + 2 * (size_t)ndim;
     }
     memcpy(storage + ndims * sizeof(int64_t), name, len + 1);
-    t->storage = storage;
     t->t.shape = (const int64_t *)storage;
     t->t.name = storage + ndims * sizeof(int64_t);
     t->t.name_len = (uint32_t)len;
@@ -399,12 +446,12 @@ typedef struct write_list {
     write_item **items; /* sorted by file offset */
     size_t n;
     int rounds;         /* collective rounds this rank needs */
+    void *block;        /* every item, one allocation */
 } write_list;
 
 static void free_write_list(write_list *l)
 {
-    for (size_t i = 0; i < l->n; i++)
-        free(l->items[i]);
+    free(l->block);
     free(l->items);
     memset(l, 0, sizeof *l);
 }
@@ -413,21 +460,32 @@ static void free_write_list(write_list *l)
  * replicas at their offset, boxes at their first byte; strided boxes get a
  * collective round (the i-th strided box of a tensor on this rank goes in
  * round i, so within a round the boxes of this rank never interleave). */
+static size_t item_size(const local_tensor *t)
+{
+    return sizeof(write_item) +
+           (t->kind == MST_DECL_SLICE ? 3 * (size_t)t->t.ndim : 0) * sizeof(uint64_t);
+}
+
 static int plan_writes(mst_writer *w, const uint64_t *offsets, write_list *l, mst_err *err)
 {
-    l->items = calloc(w->ntensors ? w->ntensors : 1, sizeof *l->items);
-    if (!l->items)
+    size_t bytes = 0;
+    char *at;
+    for (size_t i = 0; i < w->ntensors; i++)
+        if (offsets[i] != MST_PLAN_SKIP && w->tensors[i].nbytes != 0)
+            bytes += item_size(&w->tensors[i]);
+    l->items = malloc((w->ntensors ? w->ntensors : 1) * sizeof *l->items);
+    l->block = calloc(1, bytes ? bytes : 1);
+    if (!l->items || !l->block)
         goto oom;
+    at = l->block;
     for (size_t i = 0; i < w->ntensors; i++) {
         const local_tensor *t = &w->tensors[i];
         int ndim = (int)t->t.ndim;
         write_item *it;
         if (offsets[i] == MST_PLAN_SKIP || t->nbytes == 0)
             continue;
-        it = calloc(1, sizeof *it + (t->kind == MST_DECL_SLICE ? 3 * (size_t)ndim : 0) *
-                                        sizeof(uint64_t));
-        if (!it)
-            goto oom;
+        it = (write_item *)at; /* sizes are multiples of 8 */
+        at += item_size(t);
         it->index = i;
         it->offset = offsets[i];
         if (t->kind == MST_DECL_SLICE) {
@@ -467,6 +525,25 @@ static void describe_tensor(char *what, size_t cap, const local_tensor *t)
                  mst_box_format(box, sizeof box, (int)t->t.ndim, t->start, t->count));
     else
         snprintf(what, cap, "tensor %s", q);
+}
+
+/* A message about a write names its tensor (describe_tensor), but formatting
+ * that for every write costs more than many small writes: write_own passes
+ * WHAT_MARK instead and, on a failure, puts the text in its place. The mark
+ * is a control character, which no quoted name or path contains raw; the
+ * text is never shorter than the mark, so the message is cut exactly where
+ * formatting it with the text would have cut it. */
+#define WHAT_MARK "\x1f"
+
+static void name_in_message(mst_err *err, const local_tensor *t)
+{
+    char what[MST_QUOTE_MAX + 200], msg[MST_MSG_MAX];
+    const char *at = strchr(err->msg, WHAT_MARK[0]);
+    if (!at)
+        return;
+    describe_tensor(what, sizeof what, t);
+    snprintf(msg, sizeof msg, "%.*s%s%s", (int)(at - err->msg), err->msg, what, at + 1);
+    memcpy(err->msg, msg, sizeof msg);
 }
 
 /* This rank's independent writes: the header on rank 0, then every whole
@@ -511,10 +588,9 @@ static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan
     for (size_t k = 0; k < l->n; k++) {
         const write_item *it = l->items[k];
         const local_tensor *t = &w->tensors[it->index];
-        char what[MST_QUOTE_MAX + 200];
+        const char *what = WHAT_MARK;
         if (it->strided)
             continue;
-        describe_tensor(what, sizeof what, t);
         if (t->fill) {
             if (!stage) {
                 /* one buffer for all streamed tensors: the staging size, or
@@ -531,9 +607,12 @@ static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan
                     break;
                 }
             }
-            if (write_streamed(w, fh, tmp, it, stage, cap, what, err))
+            if (write_streamed(w, fh, tmp, it, stage, cap, what, err)) {
+                name_in_message(err, t);
                 break;
+            }
         } else if (mst_io_write(fh, tmp, it->offset, t->data, t->nbytes, w->rank, what, err)) {
+            name_in_message(err, t);
             break;
         }
     }
@@ -1086,8 +1165,14 @@ void mst_writer_free(mst_writer **wp)
     w = *wp;
     *wp = NULL;
     MPI_Finalized(&fin);
-    for (size_t i = 0; i < w->ntensors; i++)
-        free(w->tensors[i].storage);
+    for (size_t i = 0; i < w->nown; i++)
+        free(w->own[i]);
+    free(w->own);
+    while (w->arena) {
+        arena_block *b = w->arena;
+        w->arena = b->next;
+        free(b);
+    }
     free(w->tensors);
     for (size_t i = 0; i < w->nmeta; i++)
         free((void *)w->meta[i].key);
