@@ -437,7 +437,9 @@ static int cmp_piece(const void *a, const void *b)
 }
 
 typedef struct round_types {
-    int *scount, *rcount, *zero;
+    int *scount, *rcount, *sdisp, *rdisp;
+    const void *sbuf; /* the send buffer: the first box this round sends from */
+    MPI_Aint saddr;   /* its address; send displacements are relative to it */
     MPI_Datatype *stype, *rtype;
     piece *p;
     size_t np, pcap;
@@ -457,8 +459,10 @@ static void free_round(round_types *rt, int nranks)
         rt->stype[j] = rt->rtype[j] = MPI_BYTE;
     }
     for (size_t i = 0; i < rt->np; i++)
-        MPI_Type_free(&rt->p[i].type);
+        if (rt->p[i].type != MPI_DATATYPE_NULL)
+            MPI_Type_free(&rt->p[i].type);
     rt->np = 0;
+    rt->sbuf = NULL;
 }
 
 static int add_piece(round_types *rt, int peer, int recv, MPI_Aint disp, MPI_Datatype type)
@@ -521,11 +525,18 @@ static int build_round(const plan_state *s, size_t c0, size_t c1, int me, int nr
                 MPI_Aint base;
                 for (size_t d = 0; d < nd; d++)
                     rel[d] = lo[d] - sb[d];
+                const void *mem = data(ctx, (size_t)box[1]);
                 rc = region_type(r->ndim, cb, rel, cnt, &disp, &t);
+                if (rc == MPI_SUCCESS && !rt->sbuf) {
+                    rt->sbuf = mem;
+                    rc = MPI_Get_address(mem, &rt->saddr);
+                }
                 if (rc == MPI_SUCCESS)
-                    rc = MPI_Get_address(data(ctx, (size_t)box[1]), &base);
+                    rc = MPI_Get_address(mem, &base);
                 if (rc == MPI_SUCCESS &&
-                    (rc = add_piece(rt, c->dest, 0, MPI_Aint_add(base, disp), t)) != MPI_SUCCESS)
+                    (rc = add_piece(rt, c->dest, 0,
+                                    MPI_Aint_add(MPI_Aint_diff(base, rt->saddr), disp), t)) !=
+                        MPI_SUCCESS)
                     MPI_Type_free(&t);
             }
         }
@@ -544,6 +555,22 @@ static int build_round(const plan_state *s, size_t c0, size_t c1, int me, int nr
         if (b - a > INT_MAX)
             return MPI_ERR_COUNT;
         n = (int)(b - a);
+        if (n == 1 && nranks > 1 && rt->p[a].disp >= INT_MIN && rt->p[a].disp <= INT_MAX) {
+            /* One piece: its own type at an int displacement, no struct (a
+             * contiguous piece then stays contiguous for the transport:
+             * 25-40% faster on column splits). Not on one rank: there Open
+             * MPI 4.1 (its coll/self component) puts alltoallw's pieces at
+             * the wrong place when displacements are not 0 (slices_small.np1
+             * caught it), so on one rank every displacement stays 0. */
+            MPI_Datatype *out = recv ? &rt->rtype[peer] : &rt->stype[peer];
+            if ((rc = MPI_Type_commit(&rt->p[a].type)) == MPI_SUCCESS) {
+                *out = rt->p[a].type;
+                rt->p[a].type = MPI_DATATYPE_NULL;
+                (recv ? rt->rdisp : rt->sdisp)[peer] = (int)rt->p[a].disp;
+                (recv ? rt->rcount : rt->scount)[peer] = 1;
+            }
+            continue;
+        }
         types = malloc((size_t)n * sizeof *types);
         disps = malloc((size_t)n * sizeof *disps);
         bl = malloc((size_t)n * sizeof *bl);
@@ -559,16 +586,17 @@ static int build_round(const plan_state *s, size_t c0, size_t c1, int me, int nr
             rc = MPI_Type_create_struct(n, bl, disps, types, out);
             if (rc == MPI_SUCCESS && (rc = MPI_Type_commit(out)) != MPI_SUCCESS)
                 MPI_Type_free(out);
-            if (rc == MPI_SUCCESS)
+            if (rc == MPI_SUCCESS) {
                 (recv ? rt->rcount : rt->scount)[peer] = 1;
-            else
+                (recv ? rt->rdisp : rt->sdisp)[peer] = 0;
+            } else {
                 *out = MPI_BYTE;
+            }
         }
         free(types);
         free(disps);
         free(bl);
     }
-    (void)nranks;
     return rc;
 }
 
@@ -697,7 +725,7 @@ int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_
         if ((size_t)s.t[i].ndim > maxdim)
             maxdim = (size_t)s.t[i].ndim;
     if (local.code == MST_OK) {
-        rt.scount = calloc((size_t)nranks * 3, sizeof *rt.scount);
+        rt.scount = calloc((size_t)nranks * 4, sizeof *rt.scount);
         rt.stype = malloc((size_t)nranks * 2 * sizeof *rt.stype);
         rt.dims = malloc(5 * maxdim * sizeof *rt.dims);
         stage[0] = malloc(s.need ? (size_t)s.need : 1);
@@ -708,7 +736,8 @@ int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_
                         me, (unsigned long long)s.need);
         } else {
             rt.rcount = rt.scount + nranks;
-            rt.zero = rt.rcount + nranks;
+            rt.sdisp = rt.rcount + nranks;
+            rt.rdisp = rt.sdisp + nranks;
             rt.rtype = rt.stype + nranks;
             for (int j = 0; j < 2 * nranks; j++)
                 rt.stype[j] = MPI_BYTE;
@@ -734,8 +763,8 @@ int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_
             free_round(&rt, nranks);
             goto out;
         }
-        rc = MPI_Alltoallw(MPI_BOTTOM, rt.scount, rt.zero, rt.stype, stage[h], rt.rcount,
-                           rt.zero, rt.rtype, comm);
+        rc = MPI_Alltoallw(rt.sbuf ? rt.sbuf : MPI_BOTTOM, rt.scount, rt.sdisp, rt.stype,
+                           stage[h], rt.rcount, rt.rdisp, rt.rtype, comm);
         free_round(&rt, nranks);
         if (rc != MPI_SUCCESS) {
             char text[MPI_MAX_ERROR_STRING + 32];
