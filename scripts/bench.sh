@@ -11,9 +11,10 @@
 #   workloads  at the largest rank count: a transformer-like mix, 100,000 tiny
 #              tensors (25.6 MB), one dtype (F32) against the dtype mix;
 #   layout     mst with every 2-D tensor split by row blocks, then by column
-#              blocks (strided, collective writes), jobs alternated; with the
-#              column blocks also mst-bench's "redistribute" prototype (column
-#              blocks to row blocks by MPI_Alltoallw, then contiguous writes);
+#              blocks (strided: redistributed into contiguous chunks by
+#              MPI_Alltoallw), jobs alternated; with the column blocks also
+#              mst-bench's "redistribute" prototype (per tensor, column blocks
+#              to row blocks by MPI_Alltoallw, then blocking contiguous writes);
 #   memory     column splits with the same box per rank at 1, 2, 4, 8 ranks: the
 #              global tensors grow with the ranks, a rank's memory must not;
 #   planning   1,000,000 tiny tensors over 1 and 16 ranks (100,000 over 1 and
