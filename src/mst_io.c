@@ -159,6 +159,27 @@ static const char *space_hint(const char *path)
     return "";
 }
 
+/* The message of a failed write: an MPI error, or (rc MPI_SUCCESS) a short
+ * count: `got` of `asked` bytes at file offset `at`. */
+static int write_failed(mst_err *err, int rc, int e, int rank, const char *what, uint64_t len,
+                        uint64_t offset, long long got, uint64_t asked, uint64_t at,
+                        const char *path)
+{
+    char why[MPI_MAX_ERROR_STRING + 128];
+    describe(rc, e, why, sizeof why);
+    if (rc == MPI_SUCCESS)
+        return mst_err_set(err, MST_ERR_IO,
+                           "rank %d: writing %s (%llu bytes at file offset %llu) failed: "
+                           "short write, %lld of %llu bytes at file offset %llu (%s)%s",
+                           rank, what, (unsigned long long)len, (unsigned long long)offset, got,
+                           (unsigned long long)asked, (unsigned long long)at, why,
+                           space_hint(path));
+    return mst_err_set(err, MST_ERR_IO,
+                       "rank %d: writing %s (%llu bytes at file offset %llu) failed: %s%s", rank,
+                       what, (unsigned long long)len, (unsigned long long)offset, why,
+                       space_hint(path));
+}
+
 int mst_io_write(MPI_File fh, const char *path, uint64_t offset, const void *buf, uint64_t len,
                  int rank, const char *what, mst_err *err)
 {
@@ -178,21 +199,8 @@ int mst_io_write(MPI_File fh, const char *path, uint64_t offset, const void *buf
             done += (uint64_t)n;
             continue;
         }
-        {
-            char why[MPI_MAX_ERROR_STRING + 128];
-            describe(rc, e, why, sizeof why);
-            if (rc == MPI_SUCCESS)
-                return mst_err_set(err, MST_ERR_IO,
-                                   "rank %d: writing %s (%llu bytes at file offset %llu) failed: "
-                                   "short write, %lld of %d bytes at file offset %llu (%s)%s",
-                                   rank, what, (unsigned long long)len,
-                                   (unsigned long long)offset, (long long)got, n,
-                                   (unsigned long long)(offset + done), why, space_hint(path));
-            return mst_err_set(err, MST_ERR_IO,
-                               "rank %d: writing %s (%llu bytes at file offset %llu) failed: %s%s",
-                               rank, what, (unsigned long long)len, (unsigned long long)offset,
-                               why, space_hint(path));
-        }
+        return write_failed(err, rc, e, rank, what, len, offset, (long long)got, (uint64_t)n,
+                            offset + done, path);
     }
     return MST_OK;
 }
@@ -207,14 +215,7 @@ int mst_io_iwrite(MPI_File fh, const char *path, uint64_t offset, const void *bu
     if (rc == MPI_SUCCESS)
         return MST_OK;
     *req = MPI_REQUEST_NULL;
-    {
-        char why[MPI_MAX_ERROR_STRING + 128];
-        describe(rc, e, why, sizeof why);
-        return mst_err_set(err, MST_ERR_IO,
-                           "rank %d: writing %s (%llu bytes at file offset %llu) failed: %s%s",
-                           rank, what, (unsigned long long)len, (unsigned long long)offset, why,
-                           space_hint(path));
-    }
+    return write_failed(err, rc, e, rank, what, len, offset, 0, len, offset, path);
 }
 
 int mst_io_iwait(MPI_Request *req, const char *path, uint64_t offset, uint64_t len, int rank,
@@ -229,20 +230,7 @@ int mst_io_iwait(MPI_Request *req, const char *path, uint64_t offset, uint64_t l
     if (rc == MPI_SUCCESS && MPI_Get_elements_x(&st, MPI_BYTE, &got) == MPI_SUCCESS &&
         (uint64_t)got == len)
         return MST_OK;
-    {
-        char why[MPI_MAX_ERROR_STRING + 128];
-        describe(rc, e, why, sizeof why);
-        if (rc == MPI_SUCCESS)
-            return mst_err_set(err, MST_ERR_IO,
-                               "rank %d: writing %s (%llu bytes at file offset %llu) failed: "
-                               "short write, %lld of %llu bytes (%s)%s",
-                               rank, what, (unsigned long long)len, (unsigned long long)offset,
-                               (long long)got, (unsigned long long)len, why, space_hint(path));
-        return mst_err_set(err, MST_ERR_IO,
-                           "rank %d: writing %s (%llu bytes at file offset %llu) failed: %s%s",
-                           rank, what, (unsigned long long)len, (unsigned long long)offset, why,
-                           space_hint(path));
-    }
+    return write_failed(err, rc, e, rank, what, len, offset, (long long)got, len, offset, path);
 }
 
 int mst_io_open_shared(MPI_Comm comm, const char *tmp, MPI_Info hints, int rank, MPI_File *fh,
