@@ -535,20 +535,23 @@ static void describe_tensor(char *what, size_t cap, const local_tensor *t)
  * formatting it with the text would have cut it. */
 #define WHAT_MARK "\x1f"
 
-static void name_in_message(mst_err *err, const local_tensor *t)
+static void name_in_message(mst_err *err, const char *what)
 {
-    char what[MST_QUOTE_MAX + 200], msg[MST_MSG_MAX];
+    char msg[MST_MSG_MAX];
     const char *at = strchr(err->msg, WHAT_MARK[0]);
     if (!at)
         return;
-    describe_tensor(what, sizeof what, t);
     snprintf(msg, sizeof msg, "%.*s%s%s", (int)(at - err->msg), err->msg, what, at + 1);
     memcpy(err->msg, msg, sizeof msg);
 }
 
-/* This rank's independent writes: the header on rank 0, then every whole
- * tensor, chosen replica and contiguous box in file order, straight from the
- * caller's buffers. */
+static void name_tensor_in_message(mst_err *err, const local_tensor *t)
+{
+    char what[MST_QUOTE_MAX + 200];
+    describe_tensor(what, sizeof what, t);
+    name_in_message(err, what);
+}
+
 /* A streamed tensor (or row box): pieces from its fill callback through the
  * staging buffer, each written at once. */
 static int write_streamed(mst_writer *w, MPI_File fh, const char *tmp, const write_item *it,
@@ -571,26 +574,149 @@ static int write_streamed(mst_writer *w, MPI_File fh, const char *tmp, const wri
     return MST_OK;
 }
 
+/* Small tensors that are neighbours in the file go out in one write: a
+ * million 8-byte tensors cost a million MPI_File_write_at calls otherwise.
+ * Those under BATCH_SMALL bytes are copied into one buffer of at most
+ * BATCH_BYTES (allocated when a second one joins a run); larger ones are
+ * written from the caller's buffer as before. */
+#define BATCH_SMALL ((uint64_t)64 << 10)
+#define BATCH_BYTES ((uint64_t)4 << 20)
+
+typedef struct batch {
+    unsigned char *buf;
+    size_t cap;          /* bytes of buf once allocated */
+    uint64_t offset;     /* file offset of the run's first byte */
+    uint64_t len;        /* bytes in the run */
+    size_t first, last;  /* the run's items (positions in the write list) */
+    size_t n;            /* tensors in the run; 0: none */
+    int header;          /* rank 0: the run starts with the length and the header */
+} batch;
+
+/* `tensor "a"`, `tensors "a" to "z" (N tensors)`, with "the header and "
+ * before them when the run starts with the header; boxes as describe_tensor
+ * gives them. */
+static void describe_run(char *what, size_t cap, const mst_writer *w, const write_list *l,
+                         const batch *b)
+{
+    char one[MST_QUOTE_MAX + 200], two[MST_QUOTE_MAX + 200];
+    const char *head = b->header ? "the header and " : "";
+    describe_tensor(one, sizeof one, &w->tensors[l->items[b->first]->index]);
+    if (b->n == 1) {
+        snprintf(what, cap, "%s%s", head, one);
+        return;
+    }
+    describe_tensor(two, sizeof two, &w->tensors[l->items[b->last]->index]);
+    /* "tensor X" twice becomes "tensors X to Y" */
+    snprintf(what, cap, "%stensors %s to %s (%zu tensors)", head, one + 7, two + 7, b->n);
+}
+
+/* Writes the pending run, if any, and empties it. A run of one tensor is
+ * written from the caller's buffer. */
+static int flush_batch(mst_writer *w, MPI_File fh, const char *tmp, const write_list *l,
+                       batch *b, mst_err *err)
+{
+    const void *data;
+    int rc;
+    if (b->n == 0 && !b->header)
+        return MST_OK;
+    data = b->n == 1 && !b->header ? w->tensors[l->items[b->first]->index].data : b->buf;
+    rc = mst_io_write(fh, tmp, b->offset, data, b->len, w->rank, WHAT_MARK, err);
+    if (rc != MST_OK) {
+        char what[2 * (MST_QUOTE_MAX + 200) + 64];
+        if (b->n == 1 && !b->header)
+            describe_tensor(what, sizeof what, &w->tensors[l->items[b->first]->index]);
+        else
+            describe_run(what, sizeof what, w, l, b);
+        name_in_message(err, what);
+    }
+    b->n = 0;
+    b->len = 0;
+    b->header = 0;
+    return rc;
+}
+
+/* Allocates the batch buffer once: BATCH_BYTES, or less when this rank's
+ * small tensors (`small_bytes`, with the header if folded) are fewer, so a
+ * run never outgrows it. */
+static int batch_buffer(mst_writer *w, batch *b, uint64_t small_bytes, mst_err *err)
+{
+    if (!b->buf) {
+        b->cap = (size_t)(small_bytes < BATCH_BYTES ? small_bytes : BATCH_BYTES);
+        if (!(b->buf = malloc(b->cap)))
+            return mst_err_set(err, MST_ERR_NO_MEMORY,
+                               "rank %d: out of memory for a write buffer of %zu bytes",
+                               w->rank, b->cap);
+    }
+    return MST_OK;
+}
+
+/* This rank's independent writes: the header on rank 0, then every whole
+ * tensor, chosen replica and contiguous box in file order, straight from the
+ * caller's buffers, runs of small neighbours through the batch buffer. */
 static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan *plan,
                      const write_list *l, mst_err *err)
 {
     unsigned char *stage = NULL;
     size_t cap = 0;
+    uint64_t small_bytes = 0;
+    batch b;
+    memset(&b, 0, sizeof b);
+    for (size_t k = 0; k < l->n; k++) {
+        const local_tensor *t = &w->tensors[l->items[k]->index];
+        if (!l->items[k]->strided && !t->fill && t->nbytes < BATCH_SMALL)
+            small_bytes += t->nbytes;
+    }
     if (w->rank == 0) {
         unsigned char len8[8];
         uint64_t n = plan->header.len;
+        const write_item *it = l->n ? l->items[0] : NULL;
+        const local_tensor *t = it ? &w->tensors[it->index] : NULL;
         for (int i = 0; i < 8; i++)
             len8[i] = (unsigned char)(n >> (8 * i));
-        if (mst_io_write(fh, tmp, 0, len8, 8, 0, "the header length", err) ||
-            mst_io_write(fh, tmp, 8, plan->header.data, n, 0, "the header", err))
+        if (t && !it->strided && !t->fill && t->nbytes < BATCH_SMALL && it->offset == 8 + n &&
+            8 + n < BATCH_SMALL) {
+            /* a small header and the first tensor right after it: one run */
+            if (batch_buffer(w, &b, small_bytes + 8 + n, err))
+                return err->code;
+            memcpy(b.buf, len8, 8);
+            memcpy(b.buf + 8, plan->header.data, n);
+            b.header = 1;
+            b.len = 8 + n;
+        } else if (mst_io_write(fh, tmp, 0, len8, 8, 0, "the header length", err) ||
+                   mst_io_write(fh, tmp, 8, plan->header.data, n, 0, "the header", err)) {
             return err->code;
+        }
     }
     for (size_t k = 0; k < l->n; k++) {
         const write_item *it = l->items[k];
         const local_tensor *t = &w->tensors[it->index];
-        const char *what = WHAT_MARK;
         if (it->strided)
             continue;
+        if (!t->fill && t->nbytes < BATCH_SMALL) {
+            int joins = (b.n > 0 || b.header) && b.offset + b.len == it->offset &&
+                        b.len + t->nbytes <= (b.buf ? b.cap : BATCH_BYTES);
+            if (!joins && flush_batch(w, fh, tmp, l, &b, err))
+                break;
+            if (b.n == 0 && !b.header) {
+                b.offset = it->offset;
+            } else {
+                if (b.n == 1 && !b.header) {
+                    /* a second tensor: the first goes into the buffer too */
+                    if (batch_buffer(w, &b, small_bytes, err))
+                        break;
+                    memcpy(b.buf, w->tensors[l->items[b.first]->index].data, b.len);
+                }
+                memcpy(b.buf + b.len, t->data, t->nbytes);
+            }
+            if (b.n == 0)
+                b.first = k;
+            b.last = k;
+            b.n++;
+            b.len += t->nbytes;
+            continue;
+        }
+        if (flush_batch(w, fh, tmp, l, &b, err))
+            break;
         if (t->fill) {
             if (!stage) {
                 /* one buffer for all streamed tensors: the staging size, or
@@ -607,15 +733,19 @@ static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan
                     break;
                 }
             }
-            if (write_streamed(w, fh, tmp, it, stage, cap, what, err)) {
-                name_in_message(err, t);
+            if (write_streamed(w, fh, tmp, it, stage, cap, WHAT_MARK, err)) {
+                name_tensor_in_message(err, t);
                 break;
             }
-        } else if (mst_io_write(fh, tmp, it->offset, t->data, t->nbytes, w->rank, what, err)) {
-            name_in_message(err, t);
+        } else if (mst_io_write(fh, tmp, it->offset, t->data, t->nbytes, w->rank, WHAT_MARK,
+                                err)) {
+            name_tensor_in_message(err, t);
             break;
         }
     }
+    if (err->code == MST_OK)
+        flush_batch(w, fh, tmp, l, &b, err);
+    free(b.buf);
     free(stage);
     return err->code;
 }
