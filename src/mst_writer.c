@@ -21,17 +21,30 @@
 
 enum writer_state { WRITER_OPEN, WRITER_DONE, WRITER_FAILED_OPEN };
 
-/* One tensor (or box of one) this rank declared. */
+/* One tensor (or box of one) this rank declared: 64 bytes, a million of
+ * them on one rank. */
 typedef struct local_tensor {
-    mst_tensor_desc t;    /* name and shape point into the writer's arena; slices: global shape */
-    const int64_t *start; /* slices: the box, in the arena */
-    const int64_t *count;
-    int kind;             /* enum mst_decl_kind */
-    const void *data;     /* the caller's buffer, not copied */
+    mst_tensor_desc t;    /* name and shape point into the writer's arena; slices: global
+                             shape, followed there by the box (start, then count) as in
+                             mst_decl */
+    union {
+        const void *data; /* the caller's buffer, not copied */
+        void *fill_ctx;   /* streamed: the fill callback's context */
+    };
     mst_fill_fn fill;     /* streamed: asked for the bytes instead of data */
-    void *fill_ctx;
     uint64_t nbytes;      /* bytes of data */
+    int kind;             /* enum mst_decl_kind */
 } local_tensor;
+
+static const int64_t *box_start(const local_tensor *t)
+{
+    return t->t.shape + t->t.ndim;
+}
+
+static const int64_t *box_count(const local_tensor *t)
+{
+    return t->t.shape + 2 * (size_t)t->t.ndim;
+}
 
 /* The copies of declared names, shapes and boxes: blocks that never move
  * (local_tensor points into them), freed with the writer. One allocation per
@@ -331,10 +344,6 @@ static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, 
         memcpy(storage + 2 * (size_t)ndim * sizeof(int64_t), count,
                (size_t)ndim * sizeof(int64_t));
     }
-    if (kind == MST_DECL_SLICE) {
-        t->start = (const int64_t *)storage + ndim;
-        t->count = (const int64_t *)storage + 2 * (size_t)ndim;
-    }
     memcpy(storage + ndims * sizeof(int64_t), name, len + 1);
     t->t.shape = (const int64_t *)storage;
     t->t.name = storage + ndims * sizeof(int64_t);
@@ -342,9 +351,11 @@ static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, 
     t->t.dtype = (uint8_t)dtype;
     t->t.ndim = (uint32_t)ndim;
     t->kind = kind;
-    t->data = data;
+    if (streamed)
+        t->fill_ctx = fill_ctx;
+    else
+        t->data = data;
     t->fill = fill;
-    t->fill_ctx = fill_ctx;
     t->nbytes = nbytes;
     return MST_OK;
 }
@@ -432,9 +443,20 @@ typedef struct write_item {
     size_t index;
     int strided;
     int round;       /* strided boxes: which collective round */
-    mst_box_layout layout;
-    uint64_t dims[]; /* strided boxes: gb, sb, cb (3 * ndim) */
 } write_item;
+
+/* A box's item: the layout only boxes need (24 bytes an item for a million
+ * whole tensors, not 56). */
+typedef struct box_item {
+    write_item item;
+    mst_box_layout layout;
+    uint64_t dims[]; /* gb, sb, cb (3 * ndim) */
+} box_item;
+
+static const box_item *as_box(const write_item *it)
+{
+    return (const box_item *)it; /* only for the items of slices */
+}
 
 static int cmp_item(const void *a, const void *b)
 {
@@ -462,8 +484,9 @@ static void free_write_list(write_list *l)
  * round i, so within a round the boxes of this rank never interleave). */
 static size_t item_size(const local_tensor *t)
 {
-    return sizeof(write_item) +
-           (t->kind == MST_DECL_SLICE ? 3 * (size_t)t->t.ndim : 0) * sizeof(uint64_t);
+    if (t->kind != MST_DECL_SLICE)
+        return sizeof(write_item);
+    return sizeof(box_item) + 3 * (size_t)t->t.ndim * sizeof(uint64_t);
 }
 
 static int plan_writes(mst_writer *w, const uint64_t *offsets, write_list *l, mst_err *err)
@@ -489,12 +512,13 @@ static int plan_writes(mst_writer *w, const uint64_t *offsets, write_list *l, ms
         it->index = i;
         it->offset = offsets[i];
         if (t->kind == MST_DECL_SLICE) {
-            uint64_t *gb = it->dims, *sb = gb + ndim, *cb = sb + ndim;
-            mst_box_bytes(ndim, t->t.shape, t->start, t->count, mst_dtype_bits(t->t.dtype), gb,
-                          sb, cb);
-            mst_box_layout_of(ndim, gb, sb, cb, &it->layout);
-            it->offset += it->layout.first;
-            it->strided = !it->layout.contiguous;
+            box_item *bi = (box_item *)it;
+            uint64_t *gb = bi->dims, *sb = gb + ndim, *cb = sb + ndim;
+            mst_box_bytes(ndim, t->t.shape, box_start(t), box_count(t),
+                          mst_dtype_bits(t->t.dtype), gb, sb, cb);
+            mst_box_layout_of(ndim, gb, sb, cb, &bi->layout);
+            it->offset += bi->layout.first;
+            it->strided = !bi->layout.contiguous;
         }
         l->items[l->n++] = it;
     }
@@ -522,7 +546,7 @@ static void describe_tensor(char *what, size_t cap, const local_tensor *t)
     mst_quote(q, sizeof q, t->t.name, t->t.name_len, MST_QUOTE_LIMIT);
     if (t->kind == MST_DECL_SLICE)
         snprintf(what, cap, "tensor %s box %s", q,
-                 mst_box_format(box, sizeof box, (int)t->t.ndim, t->start, t->count));
+                 mst_box_format(box, sizeof box, (int)t->t.ndim, box_start(t), box_count(t)));
     else
         snprintf(what, cap, "tensor %s", q);
 }
@@ -765,11 +789,11 @@ static size_t round_boxes(const mst_writer *w, const write_list *l, int r, mst_i
         b = &boxes[n];
         b->offset = it->offset;
         b->ndim = ndim;
-        b->gb = it->dims;
-        b->cb = it->dims + 2 * (size_t)ndim;
-        b->k = it->layout.k;
-        b->run = it->layout.run;
-        b->bytes = it->layout.bytes;
+        b->gb = as_box(it)->dims;
+        b->cb = as_box(it)->dims + 2 * (size_t)ndim;
+        b->k = as_box(it)->layout.k;
+        b->run = as_box(it)->layout.run;
+        b->bytes = as_box(it)->layout.bytes;
         b->data = t->data;
         describe_tensor(what[n], sizeof what[n], t);
         b->what = what[n];
@@ -923,14 +947,36 @@ static void check_options(mst_writer *w, mst_err *local)
     }
 }
 
+/* Packs this rank's declarations for the gather; rank 0 packs nothing: its
+ * own are read in place (own_decls). */
 static void pack_all(mst_writer *w, mst_buf *blob, const mst_kv *meta, size_t nmeta)
 {
+    if (w->rank == 0)
+        return;
     mst_pack_counts(blob, w->ntensors, nmeta);
     for (size_t i = 0; i < w->ntensors; i++)
-        mst_pack_tensor(blob, &w->tensors[i].t, w->tensors[i].kind, w->tensors[i].start,
-                        w->tensors[i].count);
+        mst_pack_tensor(blob, &w->tensors[i].t, w->tensors[i].kind, box_start(&w->tensors[i]),
+                        box_count(&w->tensors[i]));
     for (size_t i = 0; i < nmeta; i++)
         mst_pack_kv(blob, &meta[i]);
+}
+
+static void own_tensor(void *ctx, size_t i, mst_decl *out)
+{
+    const local_tensor *t = &((const mst_writer *)ctx)->tensors[i];
+    out->t = t->t;
+    out->kind = (uint8_t)t->kind;
+}
+
+static mst_own_decls own_decls(mst_writer *w, const mst_kv *meta, size_t nmeta)
+{
+    mst_own_decls own;
+    own.ntensors = w->ntensors;
+    own.tensor = own_tensor;
+    own.ctx = w;
+    own.meta = meta;
+    own.nmeta = nmeta;
+    return own;
 }
 
 /*
@@ -947,10 +993,11 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
     mst_buf blob;
     mst_gathered g;
     mst_plan plan;
-    uint64_t *offsets = NULL, *all = NULL, expected = 0;
+    uint64_t *offsets = NULL, expected = 0;
     char *tmp = NULL;
     MPI_File fh = MPI_FILE_NULL;
     write_list writes;
+    mst_own_decls own;
     uint64_t *rtab = NULL; /* strided boxes to redistribute (mst_redist.h) */
     size_t rlen = 0;
     int have_tmp = 0, lock_fd = -1;
@@ -966,14 +1013,17 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
     check_options(w, &local);
     if (local.code == MST_OK) {
         pack_all(w, &blob, meta, nmeta);
-        offsets = malloc((w->ntensors ? w->ntensors : 1) * sizeof *offsets);
-        if (!mst_buf_ok(&blob) || !offsets)
+        /* rank 0's once its peak is past (below) */
+        if (w->rank != 0)
+            offsets = malloc((w->ntensors ? w->ntensors : 1) * sizeof *offsets);
+        if (!mst_buf_ok(&blob) || (w->rank != 0 && !offsets))
             mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory packing metadata",
                         w->rank);
     }
     if (mst_agree(comm, &local, res))
         goto out;
-    if (mst_gather_decls(comm, &blob, &g, res))
+    own = own_decls(w, meta, nmeta);
+    if (mst_gather_decls(comm, &blob, &own, &g, res))
         goto out;
     mst_buf_free(&blob);
 
@@ -984,19 +1034,27 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
             (keep_tmp || mst_io_check_target(path, &local) == MST_OK)) {
             uint64_t data_start = 8 + plan.header.len;
             expected = data_start + plan.data_len;
-            all = malloc((g.ndecls ? g.ndecls : 1) * sizeof *all);
-            if (!all) {
-                mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory");
-            } else if (!w->collective && mst_redist_table(g.decls, g.ndecls, &plan, data_start,
-                                                          &rtab, &rlen, &local) != MST_OK) {
+            if (!w->collective && mst_redist_table(g.decls, g.ndecls, &plan, data_start, &rtab,
+                                                   &rlen, &local) != MST_OK) {
                 /* reported below */
-            } else if (mst_temp_create(path, w->hints, &tmp, &lock_fd, &fh, &local) == MST_OK) {
-                /* created with the hints, opened, and locked (the lock marks
-                 * it as owned, for mst-clean) */
-                have_tmp = 1;
+            } else {
+                /* Nothing below needs the declarations (only their counts)
+                 * or the order: free them before anything else is
+                 * allocated, and scatter the absolute offsets from where
+                 * the relative ones were. */
+                mst_gathered_drop_decls(&g);
+                free(plan.order);
+                plan.order = NULL;
                 for (size_t i = 0; i < g.ndecls; i++)
-                    all[i] = plan.begin[i] == MST_PLAN_SKIP ? MST_PLAN_SKIP
-                                                            : data_start + plan.begin[i];
+                    if (plan.begin[i] != MST_PLAN_SKIP)
+                        plan.begin[i] += data_start;
+                offsets = malloc((w->ntensors ? w->ntensors : 1) * sizeof *offsets);
+                if (!offsets)
+                    mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory");
+                else if (mst_temp_create(path, w->hints, &tmp, &lock_fd, &fh, &local) == MST_OK)
+                    /* created with the hints, opened, and locked (the lock
+                     * marks it as owned, for mst-clean) */
+                    have_tmp = 1;
             }
         }
     }
@@ -1004,11 +1062,11 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
         goto cleanup;
     if (mst_bcast_string(comm, &tmp, res))
         goto cleanup;
-    if (mst_scatter_u64(comm, &g, all, offsets, w->ntensors, res))
+    if (mst_scatter_u64(comm, &g, plan.begin, offsets, w->ntensors, res))
         goto cleanup;
     mst_gathered_free(&g);
-    free(all);
-    all = NULL;
+    free(plan.begin);
+    plan.begin = NULL;
     if (!w->collective && mst_redist_share(comm, &rtab, &rlen, res))
         goto cleanup;
 
@@ -1017,8 +1075,11 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
     if (mst_agree(comm, &local, res))
         goto cleanup;
 
-    if (plan_writes(w, offsets, &writes, &local) == MST_OK)
+    if (plan_writes(w, offsets, &writes, &local) == MST_OK) {
+        free(offsets); /* the items hold them now */
+        offsets = NULL;
         write_own(w, fh, tmp, &plan, &writes, &local);
+    }
     if (mst_agree(comm, &local, res))
         goto cleanup;
     if (w->collective)
@@ -1060,7 +1121,6 @@ out:
     mst_gathered_free(&g);
     mst_plan_free(&plan);
     free(offsets);
-    free(all);
     mst_temp_release(&lock_fd); /* after the rename or the removal */
     free(tmp);
     return res->code;
@@ -1163,6 +1223,7 @@ static int commit_set(mst_writer *w)
     local_tensor *saved = w->tensors, *subset = NULL;
     size_t nsaved = w->ntensors, nmeta = 0;
     mst_kv *meta = NULL;
+    mst_own_decls own;
     int nshards = 0, has_format = 0;
 
     memset(&g, 0, sizeof g);
@@ -1198,7 +1259,8 @@ static int commit_set(mst_writer *w)
             nmeta++;
         }
     }
-    if (mst_gather_decls(comm, &blob, &g, res))
+    own = own_decls(w, w->meta, w->nmeta);
+    if (mst_gather_decls(comm, &blob, &own, &g, res))
         goto out;
     mst_buf_free(&blob);
     if (w->rank == 0 &&
