@@ -141,13 +141,14 @@ static void take_pad(reader *r, size_t used)
 /* Two passes over the blobs: count, then fill. Every rank's blob starts at a
  * multiple of 8 in g->blobs (their sizes are), so the shapes in it are
  * aligned. */
-static int unpack(mst_gathered *g, const uint64_t *sizes, int nranks, mst_err *err)
+static int unpack(mst_gathered *g, const uint64_t *sizes, int nranks, const mst_own_decls *own,
+                  mst_err *err)
 {
     size_t nt = 0, nm = 0;
     const char *base = g->blobs;
     for (int pass = 0; pass < 2; pass++) {
         size_t ti = 0, mi = 0;
-        const char *p = base;
+        const char *p = base + (own ? sizes[0] : 0);
         if (pass == 1) {
             g->decls = malloc((nt ? nt : 1) * sizeof *g->decls);
             g->meta = malloc((nm ? nm : 1) * sizeof *g->meta);
@@ -155,7 +156,28 @@ static int unpack(mst_gathered *g, const uint64_t *sizes, int nranks, mst_err *e
                 return mst_err_set(err, MST_ERR_NO_MEMORY,
                                    "rank 0: out of memory for the metadata of %zu tensors", nt);
         }
-        for (int r = 0; r < nranks; r++) {
+        if (own) {
+            if (own->ntensors > INT_MAX)
+                return mst_err_set(err, MST_ERR_MPI,
+                                   "rank 0: the metadata received from rank %d is corrupt", 0);
+            if (pass == 1) {
+                g->counts[0] = (int)own->ntensors;
+                for (size_t i = 0; i < own->ntensors; i++) {
+                    mst_decl *d = &g->decls[i];
+                    memset(d, 0, sizeof *d);
+                    own->tensor(own->ctx, i, d);
+                    d->rank = 0;
+                    d->local = (uint32_t)i;
+                }
+                for (size_t i = 0; i < own->nmeta; i++) {
+                    g->meta[i].kv = own->meta[i];
+                    g->meta[i].rank = 0;
+                }
+            }
+            ti = own->ntensors;
+            mi = own->nmeta;
+        }
+        for (int r = own ? 1 : 0; r < nranks; r++) {
             reader rd = {p, (size_t)sizes[r], sizes[r] % 8 != 0};
             uint64_t t = take64(&rd), m = take64(&rd);
             if (pass == 1)
@@ -213,7 +235,8 @@ static int unpack(mst_gathered *g, const uint64_t *sizes, int nranks, mst_err *e
     return MST_OK;
 }
 
-int mst_gather_decls(MPI_Comm comm, const mst_buf *mine, mst_gathered *g, mst_err *err)
+int mst_gather_decls(MPI_Comm comm, const mst_buf *mine, const mst_own_decls *own,
+                     mst_gathered *g, mst_err *err)
 {
     int rank, size, rc;
     uint64_t len = mine->len;
@@ -266,7 +289,7 @@ int mst_gather_decls(MPI_Comm comm, const mst_buf *mine, mst_gathered *g, mst_er
     if (rc != MPI_SUCCESS)
         mpi_fail(&local, comm, "MPI_Gatherv (metadata)", rc);
     else if (rank == 0)
-        unpack(g, sizes, size, &local);
+        unpack(g, sizes, size, own, &local);
     if (mst_agree(comm, &local, err))
         goto fail;
     free(sizes);
@@ -290,6 +313,17 @@ void mst_gathered_free(mst_gathered *g)
     free(g->meta);
     free(g->counts);
     memset(g, 0, sizeof *g);
+}
+
+void mst_gathered_drop_decls(mst_gathered *g)
+{
+    free(g->blobs);
+    free(g->decls);
+    free(g->meta);
+    g->blobs = NULL;
+    g->decls = NULL;
+    g->meta = NULL;
+    g->nmeta = 0;
 }
 
 int mst_scatter_u64(MPI_Comm comm, const mst_gathered *g, const uint64_t *all, uint64_t *mine,

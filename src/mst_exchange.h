@@ -40,13 +40,32 @@ typedef struct mst_gathered {
     int *counts;          /* declarations per rank */
 } mst_gathered;
 
+/* Rank 0's own declarations, read where they are instead of packed and
+ * copied: a million small ones cost tens of MB a copy. `tensor` fills
+ * out->t and out->kind of declaration i (a slice's shape followed in memory
+ * by its box, as in mst_decl); names and shapes must outlive *g. */
+typedef struct mst_own_decls {
+    size_t ntensors;
+    void (*tensor)(void *ctx, size_t i, mst_decl *out);
+    void *ctx;
+    const mst_kv *meta;
+    size_t nmeta;
+} mst_own_decls;
+
 /*
  * Collective over comm. Gathers every rank's packed declarations to rank 0
- * and unpacks them there (names and shapes point into blobs). The outcome
- * is agreed: the same code on every rank. Non-root ranks get an empty *g.
+ * and unpacks them there (names and shapes point into blobs). With `own`
+ * (read on rank 0 only), rank 0 packs nothing (`mine` is empty there) and
+ * its declarations come from `own`, pointing into the caller's memory. The
+ * outcome is agreed: the same code on every rank. Non-root ranks get an
+ * empty *g.
  */
-int mst_gather_decls(MPI_Comm comm, const mst_buf *mine, mst_gathered *g, mst_err *err);
+int mst_gather_decls(MPI_Comm comm, const mst_buf *mine, const mst_own_decls *own,
+                     mst_gathered *g, mst_err *err);
 void mst_gathered_free(mst_gathered *g);
+/* Local. Frees the declarations and metadata, keeps the counts per rank (all
+ * that mst_scatter_u64 needs); ndecls stays. */
+void mst_gathered_drop_decls(mst_gathered *g);
 
 /*
  * Collective over comm. Rank 0 sends each rank `nmine` values of `all`

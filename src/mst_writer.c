@@ -21,17 +21,30 @@
 
 enum writer_state { WRITER_OPEN, WRITER_DONE, WRITER_FAILED_OPEN };
 
-/* One tensor (or box of one) this rank declared. */
+/* One tensor (or box of one) this rank declared: 64 bytes, a million of
+ * them on one rank. */
 typedef struct local_tensor {
-    mst_tensor_desc t;    /* name and shape point into the writer's arena; slices: global shape */
-    const int64_t *start; /* slices: the box, in the arena */
-    const int64_t *count;
-    int kind;             /* enum mst_decl_kind */
-    const void *data;     /* the caller's buffer, not copied */
+    mst_tensor_desc t;    /* name and shape point into the writer's arena; slices: global
+                             shape, followed there by the box (start, then count) as in
+                             mst_decl */
+    union {
+        const void *data; /* the caller's buffer, not copied */
+        void *fill_ctx;   /* streamed: the fill callback's context */
+    };
     mst_fill_fn fill;     /* streamed: asked for the bytes instead of data */
-    void *fill_ctx;
     uint64_t nbytes;      /* bytes of data */
+    int kind;             /* enum mst_decl_kind */
 } local_tensor;
+
+static const int64_t *box_start(const local_tensor *t)
+{
+    return t->t.shape + t->t.ndim;
+}
+
+static const int64_t *box_count(const local_tensor *t)
+{
+    return t->t.shape + 2 * (size_t)t->t.ndim;
+}
 
 /* The copies of declared names, shapes and boxes: blocks that never move
  * (local_tensor points into them), freed with the writer. One allocation per
@@ -331,10 +344,6 @@ static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, 
         memcpy(storage + 2 * (size_t)ndim * sizeof(int64_t), count,
                (size_t)ndim * sizeof(int64_t));
     }
-    if (kind == MST_DECL_SLICE) {
-        t->start = (const int64_t *)storage + ndim;
-        t->count = (const int64_t *)storage + 2 * (size_t)ndim;
-    }
     memcpy(storage + ndims * sizeof(int64_t), name, len + 1);
     t->t.shape = (const int64_t *)storage;
     t->t.name = storage + ndims * sizeof(int64_t);
@@ -342,9 +351,11 @@ static int add_decl(mst_writer *w, int kind, const char *name, mst_dtype dtype, 
     t->t.dtype = (uint8_t)dtype;
     t->t.ndim = (uint32_t)ndim;
     t->kind = kind;
-    t->data = data;
+    if (streamed)
+        t->fill_ctx = fill_ctx;
+    else
+        t->data = data;
     t->fill = fill;
-    t->fill_ctx = fill_ctx;
     t->nbytes = nbytes;
     return MST_OK;
 }
@@ -432,9 +443,20 @@ typedef struct write_item {
     size_t index;
     int strided;
     int round;       /* strided boxes: which collective round */
-    mst_box_layout layout;
-    uint64_t dims[]; /* strided boxes: gb, sb, cb (3 * ndim) */
 } write_item;
+
+/* A box's item: the layout only boxes need (24 bytes an item for a million
+ * whole tensors, not 56). */
+typedef struct box_item {
+    write_item item;
+    mst_box_layout layout;
+    uint64_t dims[]; /* gb, sb, cb (3 * ndim) */
+} box_item;
+
+static const box_item *as_box(const write_item *it)
+{
+    return (const box_item *)it; /* only for the items of slices */
+}
 
 static int cmp_item(const void *a, const void *b)
 {
@@ -462,8 +484,9 @@ static void free_write_list(write_list *l)
  * round i, so within a round the boxes of this rank never interleave). */
 static size_t item_size(const local_tensor *t)
 {
-    return sizeof(write_item) +
-           (t->kind == MST_DECL_SLICE ? 3 * (size_t)t->t.ndim : 0) * sizeof(uint64_t);
+    if (t->kind != MST_DECL_SLICE)
+        return sizeof(write_item);
+    return sizeof(box_item) + 3 * (size_t)t->t.ndim * sizeof(uint64_t);
 }
 
 static int plan_writes(mst_writer *w, const uint64_t *offsets, write_list *l, mst_err *err)
@@ -489,12 +512,13 @@ static int plan_writes(mst_writer *w, const uint64_t *offsets, write_list *l, ms
         it->index = i;
         it->offset = offsets[i];
         if (t->kind == MST_DECL_SLICE) {
-            uint64_t *gb = it->dims, *sb = gb + ndim, *cb = sb + ndim;
-            mst_box_bytes(ndim, t->t.shape, t->start, t->count, mst_dtype_bits(t->t.dtype), gb,
-                          sb, cb);
-            mst_box_layout_of(ndim, gb, sb, cb, &it->layout);
-            it->offset += it->layout.first;
-            it->strided = !it->layout.contiguous;
+            box_item *bi = (box_item *)it;
+            uint64_t *gb = bi->dims, *sb = gb + ndim, *cb = sb + ndim;
+            mst_box_bytes(ndim, t->t.shape, box_start(t), box_count(t),
+                          mst_dtype_bits(t->t.dtype), gb, sb, cb);
+            mst_box_layout_of(ndim, gb, sb, cb, &bi->layout);
+            it->offset += bi->layout.first;
+            it->strided = !bi->layout.contiguous;
         }
         l->items[l->n++] = it;
     }
@@ -522,7 +546,7 @@ static void describe_tensor(char *what, size_t cap, const local_tensor *t)
     mst_quote(q, sizeof q, t->t.name, t->t.name_len, MST_QUOTE_LIMIT);
     if (t->kind == MST_DECL_SLICE)
         snprintf(what, cap, "tensor %s box %s", q,
-                 mst_box_format(box, sizeof box, (int)t->t.ndim, t->start, t->count));
+                 mst_box_format(box, sizeof box, (int)t->t.ndim, box_start(t), box_count(t)));
     else
         snprintf(what, cap, "tensor %s", q);
 }
@@ -535,20 +559,23 @@ static void describe_tensor(char *what, size_t cap, const local_tensor *t)
  * formatting it with the text would have cut it. */
 #define WHAT_MARK "\x1f"
 
-static void name_in_message(mst_err *err, const local_tensor *t)
+static void name_in_message(mst_err *err, const char *what)
 {
-    char what[MST_QUOTE_MAX + 200], msg[MST_MSG_MAX];
+    char msg[MST_MSG_MAX];
     const char *at = strchr(err->msg, WHAT_MARK[0]);
     if (!at)
         return;
-    describe_tensor(what, sizeof what, t);
     snprintf(msg, sizeof msg, "%.*s%s%s", (int)(at - err->msg), err->msg, what, at + 1);
     memcpy(err->msg, msg, sizeof msg);
 }
 
-/* This rank's independent writes: the header on rank 0, then every whole
- * tensor, chosen replica and contiguous box in file order, straight from the
- * caller's buffers. */
+static void name_tensor_in_message(mst_err *err, const local_tensor *t)
+{
+    char what[MST_QUOTE_MAX + 200];
+    describe_tensor(what, sizeof what, t);
+    name_in_message(err, what);
+}
+
 /* A streamed tensor (or row box): pieces from its fill callback through the
  * staging buffer, each written at once. */
 static int write_streamed(mst_writer *w, MPI_File fh, const char *tmp, const write_item *it,
@@ -571,26 +598,149 @@ static int write_streamed(mst_writer *w, MPI_File fh, const char *tmp, const wri
     return MST_OK;
 }
 
+/* Small tensors that are neighbours in the file go out in one write: a
+ * million 8-byte tensors cost a million MPI_File_write_at calls otherwise.
+ * Those under BATCH_SMALL bytes are copied into one buffer of at most
+ * BATCH_BYTES (allocated when a second one joins a run); larger ones are
+ * written from the caller's buffer as before. */
+#define BATCH_SMALL ((uint64_t)64 << 10)
+#define BATCH_BYTES ((uint64_t)4 << 20)
+
+typedef struct batch {
+    unsigned char *buf;
+    size_t cap;          /* bytes of buf once allocated */
+    uint64_t offset;     /* file offset of the run's first byte */
+    uint64_t len;        /* bytes in the run */
+    size_t first, last;  /* the run's items (positions in the write list) */
+    size_t n;            /* tensors in the run; 0: none */
+    int header;          /* rank 0: the run starts with the length and the header */
+} batch;
+
+/* `tensor "a"`, `tensors "a" to "z" (N tensors)`, with "the header and "
+ * before them when the run starts with the header; boxes as describe_tensor
+ * gives them. */
+static void describe_run(char *what, size_t cap, const mst_writer *w, const write_list *l,
+                         const batch *b)
+{
+    char one[MST_QUOTE_MAX + 200], two[MST_QUOTE_MAX + 200];
+    const char *head = b->header ? "the header and " : "";
+    describe_tensor(one, sizeof one, &w->tensors[l->items[b->first]->index]);
+    if (b->n == 1) {
+        snprintf(what, cap, "%s%s", head, one);
+        return;
+    }
+    describe_tensor(two, sizeof two, &w->tensors[l->items[b->last]->index]);
+    /* "tensor X" twice becomes "tensors X to Y" */
+    snprintf(what, cap, "%stensors %s to %s (%zu tensors)", head, one + 7, two + 7, b->n);
+}
+
+/* Writes the pending run, if any, and empties it. A run of one tensor is
+ * written from the caller's buffer. */
+static int flush_batch(mst_writer *w, MPI_File fh, const char *tmp, const write_list *l,
+                       batch *b, mst_err *err)
+{
+    const void *data;
+    int rc;
+    if (b->n == 0 && !b->header)
+        return MST_OK;
+    data = b->n == 1 && !b->header ? w->tensors[l->items[b->first]->index].data : b->buf;
+    rc = mst_io_write(fh, tmp, b->offset, data, b->len, w->rank, WHAT_MARK, err);
+    if (rc != MST_OK) {
+        char what[2 * (MST_QUOTE_MAX + 200) + 64];
+        if (b->n == 1 && !b->header)
+            describe_tensor(what, sizeof what, &w->tensors[l->items[b->first]->index]);
+        else
+            describe_run(what, sizeof what, w, l, b);
+        name_in_message(err, what);
+    }
+    b->n = 0;
+    b->len = 0;
+    b->header = 0;
+    return rc;
+}
+
+/* Allocates the batch buffer once: BATCH_BYTES, or less when this rank's
+ * small tensors (`small_bytes`, with the header if folded) are fewer, so a
+ * run never outgrows it. */
+static int batch_buffer(mst_writer *w, batch *b, uint64_t small_bytes, mst_err *err)
+{
+    if (!b->buf) {
+        b->cap = (size_t)(small_bytes < BATCH_BYTES ? small_bytes : BATCH_BYTES);
+        if (!(b->buf = malloc(b->cap)))
+            return mst_err_set(err, MST_ERR_NO_MEMORY,
+                               "rank %d: out of memory for a write buffer of %zu bytes",
+                               w->rank, b->cap);
+    }
+    return MST_OK;
+}
+
+/* This rank's independent writes: the header on rank 0, then every whole
+ * tensor, chosen replica and contiguous box in file order, straight from the
+ * caller's buffers, runs of small neighbours through the batch buffer. */
 static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan *plan,
                      const write_list *l, mst_err *err)
 {
     unsigned char *stage = NULL;
     size_t cap = 0;
+    uint64_t small_bytes = 0;
+    batch b;
+    memset(&b, 0, sizeof b);
+    for (size_t k = 0; k < l->n; k++) {
+        const local_tensor *t = &w->tensors[l->items[k]->index];
+        if (!l->items[k]->strided && !t->fill && t->nbytes < BATCH_SMALL)
+            small_bytes += t->nbytes;
+    }
     if (w->rank == 0) {
         unsigned char len8[8];
         uint64_t n = plan->header.len;
+        const write_item *it = l->n ? l->items[0] : NULL;
+        const local_tensor *t = it ? &w->tensors[it->index] : NULL;
         for (int i = 0; i < 8; i++)
             len8[i] = (unsigned char)(n >> (8 * i));
-        if (mst_io_write(fh, tmp, 0, len8, 8, 0, "the header length", err) ||
-            mst_io_write(fh, tmp, 8, plan->header.data, n, 0, "the header", err))
+        if (t && !it->strided && !t->fill && t->nbytes < BATCH_SMALL && it->offset == 8 + n &&
+            8 + n < BATCH_SMALL) {
+            /* a small header and the first tensor right after it: one run */
+            if (batch_buffer(w, &b, small_bytes + 8 + n, err))
+                return err->code;
+            memcpy(b.buf, len8, 8);
+            memcpy(b.buf + 8, plan->header.data, n);
+            b.header = 1;
+            b.len = 8 + n;
+        } else if (mst_io_write(fh, tmp, 0, len8, 8, 0, "the header length", err) ||
+                   mst_io_write(fh, tmp, 8, plan->header.data, n, 0, "the header", err)) {
             return err->code;
+        }
     }
     for (size_t k = 0; k < l->n; k++) {
         const write_item *it = l->items[k];
         const local_tensor *t = &w->tensors[it->index];
-        const char *what = WHAT_MARK;
         if (it->strided)
             continue;
+        if (!t->fill && t->nbytes < BATCH_SMALL) {
+            int joins = (b.n > 0 || b.header) && b.offset + b.len == it->offset &&
+                        b.len + t->nbytes <= (b.buf ? b.cap : BATCH_BYTES);
+            if (!joins && flush_batch(w, fh, tmp, l, &b, err))
+                break;
+            if (b.n == 0 && !b.header) {
+                b.offset = it->offset;
+            } else {
+                if (b.n == 1 && !b.header) {
+                    /* a second tensor: the first goes into the buffer too */
+                    if (batch_buffer(w, &b, small_bytes, err))
+                        break;
+                    memcpy(b.buf, w->tensors[l->items[b.first]->index].data, b.len);
+                }
+                memcpy(b.buf + b.len, t->data, t->nbytes);
+            }
+            if (b.n == 0)
+                b.first = k;
+            b.last = k;
+            b.n++;
+            b.len += t->nbytes;
+            continue;
+        }
+        if (flush_batch(w, fh, tmp, l, &b, err))
+            break;
         if (t->fill) {
             if (!stage) {
                 /* one buffer for all streamed tensors: the staging size, or
@@ -607,15 +757,19 @@ static int write_own(mst_writer *w, MPI_File fh, const char *tmp, const mst_plan
                     break;
                 }
             }
-            if (write_streamed(w, fh, tmp, it, stage, cap, what, err)) {
-                name_in_message(err, t);
+            if (write_streamed(w, fh, tmp, it, stage, cap, WHAT_MARK, err)) {
+                name_tensor_in_message(err, t);
                 break;
             }
-        } else if (mst_io_write(fh, tmp, it->offset, t->data, t->nbytes, w->rank, what, err)) {
-            name_in_message(err, t);
+        } else if (mst_io_write(fh, tmp, it->offset, t->data, t->nbytes, w->rank, WHAT_MARK,
+                                err)) {
+            name_tensor_in_message(err, t);
             break;
         }
     }
+    if (err->code == MST_OK)
+        flush_batch(w, fh, tmp, l, &b, err);
+    free(b.buf);
     free(stage);
     return err->code;
 }
@@ -635,11 +789,11 @@ static size_t round_boxes(const mst_writer *w, const write_list *l, int r, mst_i
         b = &boxes[n];
         b->offset = it->offset;
         b->ndim = ndim;
-        b->gb = it->dims;
-        b->cb = it->dims + 2 * (size_t)ndim;
-        b->k = it->layout.k;
-        b->run = it->layout.run;
-        b->bytes = it->layout.bytes;
+        b->gb = as_box(it)->dims;
+        b->cb = as_box(it)->dims + 2 * (size_t)ndim;
+        b->k = as_box(it)->layout.k;
+        b->run = as_box(it)->layout.run;
+        b->bytes = as_box(it)->layout.bytes;
         b->data = t->data;
         describe_tensor(what[n], sizeof what[n], t);
         b->what = what[n];
@@ -793,14 +947,36 @@ static void check_options(mst_writer *w, mst_err *local)
     }
 }
 
+/* Packs this rank's declarations for the gather; rank 0 packs nothing: its
+ * own are read in place (own_decls). */
 static void pack_all(mst_writer *w, mst_buf *blob, const mst_kv *meta, size_t nmeta)
 {
+    if (w->rank == 0)
+        return;
     mst_pack_counts(blob, w->ntensors, nmeta);
     for (size_t i = 0; i < w->ntensors; i++)
-        mst_pack_tensor(blob, &w->tensors[i].t, w->tensors[i].kind, w->tensors[i].start,
-                        w->tensors[i].count);
+        mst_pack_tensor(blob, &w->tensors[i].t, w->tensors[i].kind, box_start(&w->tensors[i]),
+                        box_count(&w->tensors[i]));
     for (size_t i = 0; i < nmeta; i++)
         mst_pack_kv(blob, &meta[i]);
+}
+
+static void own_tensor(void *ctx, size_t i, mst_decl *out)
+{
+    const local_tensor *t = &((const mst_writer *)ctx)->tensors[i];
+    out->t = t->t;
+    out->kind = (uint8_t)t->kind;
+}
+
+static mst_own_decls own_decls(mst_writer *w, const mst_kv *meta, size_t nmeta)
+{
+    mst_own_decls own;
+    own.ntensors = w->ntensors;
+    own.tensor = own_tensor;
+    own.ctx = w;
+    own.meta = meta;
+    own.nmeta = nmeta;
+    return own;
 }
 
 /*
@@ -817,10 +993,11 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
     mst_buf blob;
     mst_gathered g;
     mst_plan plan;
-    uint64_t *offsets = NULL, *all = NULL, expected = 0;
+    uint64_t *offsets = NULL, expected = 0;
     char *tmp = NULL;
     MPI_File fh = MPI_FILE_NULL;
     write_list writes;
+    mst_own_decls own;
     uint64_t *rtab = NULL; /* strided boxes to redistribute (mst_redist.h) */
     size_t rlen = 0;
     int have_tmp = 0, lock_fd = -1;
@@ -836,14 +1013,17 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
     check_options(w, &local);
     if (local.code == MST_OK) {
         pack_all(w, &blob, meta, nmeta);
-        offsets = malloc((w->ntensors ? w->ntensors : 1) * sizeof *offsets);
-        if (!mst_buf_ok(&blob) || !offsets)
+        /* rank 0's once its peak is past (below) */
+        if (w->rank != 0)
+            offsets = malloc((w->ntensors ? w->ntensors : 1) * sizeof *offsets);
+        if (!mst_buf_ok(&blob) || (w->rank != 0 && !offsets))
             mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory packing metadata",
                         w->rank);
     }
     if (mst_agree(comm, &local, res))
         goto out;
-    if (mst_gather_decls(comm, &blob, &g, res))
+    own = own_decls(w, meta, nmeta);
+    if (mst_gather_decls(comm, &blob, &own, &g, res))
         goto out;
     mst_buf_free(&blob);
 
@@ -854,19 +1034,27 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
             (keep_tmp || mst_io_check_target(path, &local) == MST_OK)) {
             uint64_t data_start = 8 + plan.header.len;
             expected = data_start + plan.data_len;
-            all = malloc((g.ndecls ? g.ndecls : 1) * sizeof *all);
-            if (!all) {
-                mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory");
-            } else if (!w->collective && mst_redist_table(g.decls, g.ndecls, &plan, data_start,
-                                                          &rtab, &rlen, &local) != MST_OK) {
+            if (!w->collective && mst_redist_table(g.decls, g.ndecls, &plan, data_start, &rtab,
+                                                   &rlen, &local) != MST_OK) {
                 /* reported below */
-            } else if (mst_temp_create(path, w->hints, &tmp, &lock_fd, &fh, &local) == MST_OK) {
-                /* created with the hints, opened, and locked (the lock marks
-                 * it as owned, for mst-clean) */
-                have_tmp = 1;
+            } else {
+                /* Nothing below needs the declarations (only their counts)
+                 * or the order: free them before anything else is
+                 * allocated, and scatter the absolute offsets from where
+                 * the relative ones were. */
+                mst_gathered_drop_decls(&g);
+                free(plan.order);
+                plan.order = NULL;
                 for (size_t i = 0; i < g.ndecls; i++)
-                    all[i] = plan.begin[i] == MST_PLAN_SKIP ? MST_PLAN_SKIP
-                                                            : data_start + plan.begin[i];
+                    if (plan.begin[i] != MST_PLAN_SKIP)
+                        plan.begin[i] += data_start;
+                offsets = malloc((w->ntensors ? w->ntensors : 1) * sizeof *offsets);
+                if (!offsets)
+                    mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory");
+                else if (mst_temp_create(path, w->hints, &tmp, &lock_fd, &fh, &local) == MST_OK)
+                    /* created with the hints, opened, and locked (the lock
+                     * marks it as owned, for mst-clean) */
+                    have_tmp = 1;
             }
         }
     }
@@ -874,11 +1062,11 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
         goto cleanup;
     if (mst_bcast_string(comm, &tmp, res))
         goto cleanup;
-    if (mst_scatter_u64(comm, &g, all, offsets, w->ntensors, res))
+    if (mst_scatter_u64(comm, &g, plan.begin, offsets, w->ntensors, res))
         goto cleanup;
     mst_gathered_free(&g);
-    free(all);
-    all = NULL;
+    free(plan.begin);
+    plan.begin = NULL;
     if (!w->collective && mst_redist_share(comm, &rtab, &rlen, res))
         goto cleanup;
 
@@ -887,8 +1075,11 @@ static int save_file(mst_writer *w, const mst_err *first, const mst_kv *meta, si
     if (mst_agree(comm, &local, res))
         goto cleanup;
 
-    if (plan_writes(w, offsets, &writes, &local) == MST_OK)
+    if (plan_writes(w, offsets, &writes, &local) == MST_OK) {
+        free(offsets); /* the items hold them now */
+        offsets = NULL;
         write_own(w, fh, tmp, &plan, &writes, &local);
+    }
     if (mst_agree(comm, &local, res))
         goto cleanup;
     if (w->collective)
@@ -930,7 +1121,6 @@ out:
     mst_gathered_free(&g);
     mst_plan_free(&plan);
     free(offsets);
-    free(all);
     mst_temp_release(&lock_fd); /* after the rename or the removal */
     free(tmp);
     return res->code;
@@ -1033,6 +1223,7 @@ static int commit_set(mst_writer *w)
     local_tensor *saved = w->tensors, *subset = NULL;
     size_t nsaved = w->ntensors, nmeta = 0;
     mst_kv *meta = NULL;
+    mst_own_decls own;
     int nshards = 0, has_format = 0;
 
     memset(&g, 0, sizeof g);
@@ -1068,7 +1259,8 @@ static int commit_set(mst_writer *w)
             nmeta++;
         }
     }
-    if (mst_gather_decls(comm, &blob, &g, res))
+    own = own_decls(w, w->meta, w->nmeta);
+    if (mst_gather_decls(comm, &blob, &own, &g, res))
         goto out;
     mst_buf_free(&blob);
     if (w->rank == 0 &&

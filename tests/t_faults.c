@@ -44,7 +44,7 @@ static void (*counts_of)(long *);
 static int (*fired_of)(void);
 
 typedef struct content {
-    unsigned char *a, *b, *big, *col;
+    unsigned char *a, *b, *big, *col, *run;
     int64_t na, nb, nbig;
 } content;
 
@@ -55,9 +55,10 @@ static void fill(unsigned char *buf, uint64_t len, const char *name, int variant
     t_fill(buf, 0, len, seed);
 }
 
-/* Rank r's share of variant v: two whole tensors, an optional big one, and
- * a column block of a tensor split over all ranks (strided: redistributed in
- * chunks of 64 bytes, see save). */
+/* Rank r's share of variant v: two whole tensors, an optional big one, a
+ * column block of a tensor split over all ranks (strided: redistributed in
+ * chunks of 64 bytes, see save), and three small I64 tensors r<r>.c0..c2 that
+ * are neighbours in the file (one batched write of the rank). */
 static int add_content(mst_writer *w, content *c, int variant, long kib)
 {
     char n[64];
@@ -73,6 +74,7 @@ static int add_content(mst_writer *w, content *c, int variant, long kib)
     c->b = malloc((size_t)c->nb);
     c->big = malloc(c->nbig ? (size_t)c->nbig : 1);
     c->col = malloc(8 * 4 * 2);
+    c->run = malloc(3 * 8 * 8);
     snprintf(n, sizeof n, "r%d.a", rank);
     fill(c->a, (uint64_t)c->na * 4, n, variant);
     sa[0] = c->na;
@@ -88,6 +90,12 @@ static int add_content(mst_writer *w, content *c, int variant, long kib)
         sbig[0] = c->nbig / 2;
         rc |= mst_writer_add(w, n, MST_BF16, 1, sbig, c->big);
     }
+    for (int i = 0; i < 3; i++) {
+        int64_t sc[1] = {i + 1};
+        snprintf(n, sizeof n, "r%d.c%d", rank, i);
+        fill(c->run + 64 * i, 8 * (uint64_t)sc[0], n, variant);
+        rc |= mst_writer_add(w, n, MST_I64, 1, sc, c->run + 64 * i);
+    }
     fill(c->col, 64, "col", variant * 100 + rank);
     rc |= mst_writer_add_slice(w, "col", MST_F16, 2, gshape, start, count, c->col);
     snprintf(n, sizeof n, "%d", variant);
@@ -101,6 +109,7 @@ static void free_content(content *c)
     free(c->b);
     free(c->big);
     free(c->col);
+    free(c->run);
 }
 
 /* One save; the same code everywhere is the library's promise, checked by the caller. */
@@ -262,6 +271,10 @@ static int one(const char *dir)
                     "the message does not name %s", needle);
             FAIL_IF(!has_word(msg, op), "the message does not name the %s operation",
                     op_names[op]);
+            /* a batched write names its first and last tensor and the count */
+            FAIL_IF(strstr(msg, "tensors \"") &&
+                        !(strstr(msg, " to \"") && strstr(msg, " tensors)")),
+                    "a batched write's message does not name its tensors");
             if (strstr(msg, "in place"))
                 /* only the directory's fsync after the rename may say this */
                 FAIL_IF(op != OP_SYNC || !next || !same_bytes(target, next, nnext),
