@@ -26,12 +26,14 @@ typedef struct slice_ref {
     uint64_t first, bytes;
 } slice_ref;
 
+/* By tensor, then by first byte: the boxes of a tensor (non-empty, not
+ * overlapping) have distinct first bytes. */
 static int cmp_ref(const void *a, const void *b)
 {
     const slice_ref *x = a, *y = b;
     if (x->begin != y->begin)
         return (x->begin > y->begin) - (x->begin < y->begin);
-    return (x->decl > y->decl) - (x->decl < y->decl);
+    return (x->first > y->first) - (x->first < y->first);
 }
 
 static size_t words(size_t bytes)
@@ -118,24 +120,12 @@ int mst_redist_table(const mst_decl *decls, size_t ndecls, const mst_plan *plan,
                               mst_dtype_bits(d->t.dtype), scratch, out + pos, out + pos + ndim);
                 pos += 2 * ndim;
             }
-            /* contiguous boxes: sorted by first byte (boxes do not overlap) */
+            /* contiguous boxes, in order of their first byte (refs are) */
             for (size_t k = a; k < b; k++) {
                 if (refs[k].strided)
                     continue;
                 out[pos++] = refs[k].first;
                 out[pos++] = refs[k].bytes;
-            }
-            {
-                /* insertion sort of the (first, bytes) pairs just written */
-                uint64_t *r = out + pos - 2 * nd;
-                for (size_t i = 1; i < nd; i++)
-                    for (size_t j = i; j > 0 && r[2 * (j - 1)] > r[2 * j]; j--) {
-                        uint64_t f = r[2 * j], n = r[2 * j + 1];
-                        r[2 * j] = r[2 * (j - 1)];
-                        r[2 * j + 1] = r[2 * (j - 1) + 1];
-                        r[2 * (j - 1)] = f;
-                        r[2 * (j - 1) + 1] = n;
-                    }
             }
         }
         if (!fill) {
@@ -202,7 +192,6 @@ typedef struct rtensor {
     int ndim;
     int m;           /* chunks: dimension they are cut along */
     uint64_t slab;   /* bytes of one index of dimension m */
-    uint64_t along;  /* chunk length along m (indices) */
     const uint64_t *gb;
     const char *name;
     size_t name_len;
@@ -298,7 +287,7 @@ static int cut(plan_state *s, int nranks, int me, uint64_t buffer)
     s->need = 0;
     for (size_t i = 0; i < s->nt; i++) {
         rtensor *r = &s->t[i];
-        uint64_t target = (r->bytes + (uint64_t)nranks - 1) / (uint64_t)nranks, rows = 1;
+        uint64_t target = (r->bytes + (uint64_t)nranks - 1) / (uint64_t)nranks, rows = 1, along;
         if (target < MST_REDIST_MIN_CHUNK)
             target = MST_REDIST_MIN_CHUNK;
         if (target > buffer)
@@ -316,15 +305,15 @@ static int cut(plan_state *s, int nranks, int me, uint64_t buffer)
                 break;
             }
         }
-        r->along = target / r->slab;
-        if (r->along > r->gb[r->m])
-            r->along = r->gb[r->m];
+        along = target / r->slab; /* chunk length along m (indices) */
+        if (along > r->gb[r->m])
+            along = r->gb[r->m];
         for (int d = 0; d < r->m; d++)
             rows *= r->gb[d];
         for (uint64_t row = 0; row < rows; row++)
-            for (uint64_t a = 0; a < r->gb[r->m]; a += r->along) {
+            for (uint64_t a = 0; a < r->gb[r->m]; a += along) {
                 chunk *c;
-                uint64_t l = r->gb[r->m] - a < r->along ? r->gb[r->m] - a : r->along;
+                uint64_t l = r->gb[r->m] - a < along ? r->gb[r->m] - a : along;
                 int dest = -1;
                 if (nc == cap) {
                     size_t ncap = cap ? 2 * cap : 64;
