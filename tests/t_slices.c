@@ -446,46 +446,40 @@ static void big(const char *out, int rank, int size)
 
 int main(int argc, char **argv)
 {
-    int rank, size, total = 0, runs;
-    uint64_t seed;
+    int rank, size, total = 0, runs = 0, is_big;
     if (argc == 3 && !strcmp(argv[1], "describe"))
         return describe(argv[2]);
-    if (argc == 3 && !strcmp(argv[1], "big")) {
-        MPI_Init(&argc, &argv);
-        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-        MPI_Comm_size(MPI_COMM_WORLD, &size);
-        t_rank = rank;
-        big(argv[2], rank, size);
-        MPI_Allreduce(&t_failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-        if (rank == 0) {
-            remove(argv[2]);
-            printf("t_slices big at %d ranks: %s\n", size,
-                   total ? "FAILED" : "2^31 + 1 elements from column blocks, every byte right");
-        }
-        MPI_Finalize();
-        return total ? 1 : 0;
-    }
-    if (argc < 5 || strcmp(argv[1], "save") != 0) {
+    is_big = argc == 3 && !strcmp(argv[1], "big");
+    if (!is_big && (argc < 5 || strcmp(argv[1], "save") != 0)) {
         fprintf(stderr, "usage: t_slices describe SPEC | t_slices save OUT EXPECTED SEED [RUNS "
-                        "[redistribute|small|collective]]\n");
+                        "[redistribute|small|collective]] | t_slices big OUT\n");
         return 2;
     }
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     t_rank = rank;
-    seed = strtoull(argv[4], NULL, 10);
-    runs = argc > 5 ? atoi(argv[5]) : 1;
-    if (argc > 6)
-        mode = argv[6];
-    for (int r = 0; r < runs; r++)
-        save(argv[2], argv[3], seed + (uint64_t)r, r, rank, size);
+    if (is_big) {
+        big(argv[2], rank, size);
+    } else {
+        uint64_t seed = strtoull(argv[4], NULL, 10);
+        runs = argc > 5 ? atoi(argv[5]) : 1;
+        if (argc > 6)
+            mode = argv[6];
+        for (int r = 0; r < runs; r++)
+            save(argv[2], argv[3], seed + (uint64_t)r, r, rank, size);
+    }
     MPI_Allreduce(&t_failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (rank == 0) {
-        if (!total)
+        if (!total || is_big) /* a 2 GiB file is not kept for inspection */
             remove(argv[2]);
-        printf("t_slices at %d ranks, %d tilings, strided boxes: %s: %s\n", size, runs, mode,
-               total ? "FAILED" : "every file identical to the full tensors saved by one rank");
+        if (is_big)
+            printf("t_slices big at %d ranks: %s\n", size,
+                   total ? "FAILED" : "2^31 + 1 elements from column blocks, every byte right");
+        else
+            printf("t_slices at %d ranks, %d tilings, strided boxes: %s: %s\n", size, runs, mode,
+                   total ? "FAILED"
+                         : "every file identical to the full tensors saved by one rank");
     }
     MPI_Finalize();
     return total ? 1 : 0;
