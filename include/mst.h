@@ -37,8 +37,8 @@
  *   each under 64 KiB, are copied into one write buffer of at most 4 MiB per
  *   rank; streamed tensors pass through the staging buffer and strided boxes
  *   through the redistribution buffer, see mst_writer_add_slice; everything
- *   else is written from the caller's buffers.) Names, shapes, boxes, metadata keys and values are copied at the
- *   call.
+ *   else is written from the caller's buffers.) Names, shapes, boxes,
+ *   metadata keys and values are copied at the call.
  * - Strings returned by the library (error texts, names, dtype names) belong
  *   to the library: do not free them. Texts from a handle stay valid until the
  *   next call on that handle or its free.
@@ -54,9 +54,10 @@
  *   the whole MPI_Info object      passed to MPI_File_open (see mst_writer_open)
  *
  * Threads
- * - mst starts no threads and keeps no mutable global state; mst_version_*,
- *   mst_strerror and mst_dtype_* are safe from any thread at any time. Reader
- *   handles are independent of each other and of MPI (see mst_reader.h).
+ * - mst itself starts no threads and keeps no mutable global state;
+ *   mst_version_*, mst_strerror and mst_dtype_* are safe from any thread at
+ *   any time. Reader handles are independent of each other and of MPI (see
+ *   mst_reader.h).
  * - A writer handle is used by one thread at a time; its error text belongs to
  *   the handle. Fill callbacks run on the thread that calls the commit.
  * - The writer calls MPI only inside mst_writer_open, mst_writer_commit and
@@ -69,8 +70,9 @@
  *   MPI_THREAD_MULTIPLE from several threads at once.
  * - With MPI_THREAD_MULTIPLE, commits of different writers may run at the same
  *   time on different threads: each writer's collective calls run on its own
- *   duplicated communicator (and its files on MPI_COMM_SELF), so they never
- *   match another writer's. mst_writer_open, however, duplicates the caller's
+ *   duplicated communicator (its files are opened on MPI_COMM_SELF, or on that
+ *   communicator with mst_strided_writes=collective), so they never match
+ *   another writer's. mst_writer_open, however, duplicates the caller's
  *   communicator, a collective call on it: opens on one communicator must not
  *   run concurrently (open writers one after another, in the same order on
  *   every rank, or on different communicators). Concurrent saves are not
@@ -110,9 +112,10 @@ typedef struct mst_writer mst_writer;
  *   failed collective write silently, and hangs in the collective open when
  *   it fails on one rank only; see README "Guarantees"). Every rank must give
  *   the same value (else MST_ERR_INVALID_ARGUMENT on every rank).
- * - "mst_redist_buffer": bytes (decimal, at least 1) of the two buffers of
- *   half that size each through which a rank redistributes strided boxes.
- *   Default: the staging size (mst_writer_set_staging) up to 8 MiB. Ranks may differ: the smallest
+ * - "mst_redist_buffer": bytes (decimal digits, at least 1), in all, of the
+ *   two buffers (half each) through which a rank receives and writes other
+ *   ranks' parts of strided boxes. Default: the staging size
+ *   (mst_writer_set_staging) up to 8 MiB. Ranks may differ: the smallest
  *   value over the ranks is used, at most 2 GiB. Unused with "collective".
  * Any other value of these two keys fails the commit with
  * MST_ERR_INVALID_ARGUMENT on every rank.
@@ -121,8 +124,8 @@ typedef struct mst_writer mst_writer;
  *   create of the temporary file, where file-creation hints such as
  *   striping_factor and striping_unit take effect; every other rank's open of
  *   it, on MPI_COMM_SELF; and, with "collective" only, the collective open and
- *   each rank's read-back, where collective-buffering hints (cb_nodes,
- *   cb_buffer_size, romio_cb_write) apply. On the default path all writes are
+ *   each rank's read-back; collective-buffering hints (cb_nodes,
+ *   cb_buffer_size) matter only there. On the default path all writes are
  *   independent, so collective-buffering hints have no effect there. The
  *   index and journal of a multi-file save are written with plain POSIX calls.
  *
@@ -173,16 +176,17 @@ MST_API int mst_writer_add(mst_writer *w, const char *name, mst_dtype dtype,
  * global shape exactly: one dtype and global shape, no overlap, no gap
  * (MST_ERR_SLICE_*).
  * Boxes that are one contiguous byte range in the file (row splits) are
- * written by their owner with MPI_File_write_at, from `data`. Strided boxes
- * (column blocks, 2-D blocks) are by default redistributed by mst: each
- * tensor that has one is cut into chunks, each one contiguous range of the
- * file; in rounds, MPI_Alltoallw moves the boxes' parts of each chunk from
- * their owners into the buffer of the chunk's rank, which writes it with
- * independent writes. A rank then holds at most its own boxes plus its
- * redistribution buffer (hint mst_redist_buffer), never a full tensor it did
- * not declare. With the hint mst_strided_writes=collective they go through a
- * file view and MPI_File_write_at_all instead (see mst_writer_open), and
- * MPI-IO's collective buffering decides the memory.
+ * written by their owner with MPI_File_write_at, from `data` (small ones
+ * batched, see "Memory" above). Strided boxes (column blocks, 2-D blocks)
+ * are by default redistributed by mst: each tensor that has one is cut into
+ * chunks, each one contiguous range of the file; in rounds, MPI_Alltoallw
+ * moves the boxes' parts of each chunk from their owners into the buffer of
+ * the chunk's rank, which writes it with independent writes. A rank then
+ * holds its own boxes, its redistribution buffer (hint mst_redist_buffer) and
+ * a table of the strided boxes of the tensors concerned, never a full tensor
+ * it did not declare. With the hint mst_strided_writes=collective they go
+ * through a file view and MPI_File_write_at_all instead (see
+ * mst_writer_open), and MPI-IO's collective buffering decides the memory.
  * F4/F6 boxes must start and end on whole bytes along the last dimension
  * (MST_ERR_PARTIAL_BYTES).
  */
@@ -373,7 +377,7 @@ MST_API const char *mst_writer_error(const mst_writer *w);
 #define MST_TEMP_MARK ".tmp-mst."
 
 enum mst_temp_verdict {
-    MST_TEMP_NOT_TEMP = 0,  /* not a regular file named like a temporary file (or its OMPIO lock file) */
+    MST_TEMP_NOT_TEMP = 0,  /* not a regular file named like a temporary (or its OMPIO lock file) */
     MST_TEMP_IN_USE = 1,    /* a running save may own it: kept */
     MST_TEMP_ABANDONED = 2  /* no save owns it: removed (unless dry_run) */
 };
