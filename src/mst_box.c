@@ -2,7 +2,7 @@
 
 #include <stdio.h>
 
-#include "mst.h"
+#include "mst_reader.h"
 
 char *mst_box_format(char *out, size_t cap, int ndim, const int64_t *start, const int64_t *count)
 {

@@ -1,5 +1,5 @@
 /* Version and error-code texts. */
-#include "mst.h"
+#include "mst_reader.h"
 
 #define MST_STR2(x) #x
 #define MST_STR(x) MST_STR2(x)

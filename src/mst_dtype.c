@@ -1,7 +1,7 @@
 /* The dtype table: names and bits, indexed by the reference enum order. */
 #include <string.h>
 
-#include "mst.h"
+#include "mst_reader.h"
 
 static const struct {
     const char *name;

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "mst.h"
+#include "mst_reader.h"
 #include "mst_utf8.h"
 
 int mst_err_set(mst_err *e, int code, const char *fmt, ...)

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "mst.h"
+#include "mst_reader.h"
 #include "mst_buf.h"
 #include "mst_err.h"
 

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mst.h"
+#include "mst_reader.h"
 #include "mst_box.h"
 #include "mst_utf8.h"
 

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "mst.h"
+#include "mst_reader.h"
 #include "mst_err.h"
 #include "mst_header.h"
 

@@ -30,4 +30,41 @@ mpiexec -n 2 --oversubscribe "$work/consumer/build/consumer" "$work/a.safetensor
 mpiexec -n 2 --oversubscribe "$work/consumer/pc_example" "$work/b.safetensors"
 cmp "$work/a.safetensors" "$work/b.safetensors"
 "$work/prefix/bin/mst-inspect" --check "$work/a.safetensors"
-echo "install: find_package(mst) and pkg-config both build and run"
+
+# A reader-only program: <mst_reader.h> alone, plain cc, no MPI include path
+# (and the header must not pull in mpi.h from anywhere).
+cat > "$work/consumer/reader_only.c" <<'C'
+#include <mst_reader.h>
+#include <stdio.h>
+#if defined(MPI_VERSION) || defined(OMPI_MPI_H) || defined(MPI_INCLUDED)
+#error "mst_reader.h included mpi.h"
+#endif
+int main(int argc, char **argv)
+{
+    mst_reader *r = NULL;
+    mst_tensor_info t;
+    unsigned char bias[16];
+    int rc = argc == 2 ? mst_reader_open(&r, argv[1]) : MST_ERR_INVALID_ARGUMENT;
+    if (rc == MST_OK)
+        rc = mst_reader_find(r, "layers.1.bias", &t);
+    if (rc == MST_OK && (t.dtype != MST_BF16 || mst_dtype_bits(t.dtype) != 16 || t.end - t.begin != 16))
+        rc = MST_ERR_FORMAT;
+    if (rc == MST_OK)
+        rc = mst_reader_read(r, "layers.1.bias", 0, bias, sizeof bias);
+    for (int i = 0; rc == MST_OK && i < 16; i += 2)
+        if (bias[i] != 0x80 || bias[i + 1] != 0x3f)
+            rc = MST_ERR_FORMAT;
+    if (rc != MST_OK) {
+        fprintf(stderr, "reader_only: %s: %s\n", mst_strerror(rc), r ? mst_reader_error(r) : "");
+        mst_reader_free(&r);
+        return 1;
+    }
+    printf("reader_only: %zu tensors, mst %s\n", mst_reader_count(r), mst_version_string());
+    mst_reader_free(&r);
+    return 0;
+}
+C
+${CC:-cc} -std=c11 -Wall -Werror -I"$work/prefix/include" "$work/consumer/reader_only.c" \
+    -o "$work/consumer/reader_only" -L"$libdir" -lmst -Wl,-rpath,"$libdir"
+test "$("$work/consumer/reader_only" "$work/a.safetensors")" = "reader_only: 4 tensors, mst $(sed -n 's/^ *VERSION \([0-9.]*\)$/\1/p' "$src/CMakeLists.txt")"
+echo "install: find_package(mst) and pkg-config both build and run; a reader-only program builds without MPI"
