@@ -42,6 +42,14 @@ int mst_check_tensor(const char *name, size_t name_len, int dtype, int64_t ndim,
                                "tensor %s on rank %d: dimension %lld of the shape is %lld",
                                QNAME,
                                rank, (long long)d, (long long)shape[d]);
+    /* The reader (and every JSON reader that uses doubles) rejects integers
+     * above 2^53, so a zero-size tensor may not carry one either. */
+    for (int64_t d = 0; d < ndim; d++)
+        if ((uint64_t)shape[d] > MST_MAX_OFFSET)
+            return mst_err_set(err, MST_ERR_SIZE_OVERFLOW,
+                               "tensor %s on rank %d: dimension %lld of the shape is %lld, above "
+                               "2^53 (not exactly representable in the JSON header)",
+                               QNAME, rank, (long long)d, (long long)shape[d]);
     for (int64_t d = 0; d < ndim; d++) {
         uint64_t v = (uint64_t)shape[d];
         if (v && nel > UINT64_MAX / v)

@@ -199,6 +199,15 @@ static void add_overflow_bytes(mst_writer *w)
         CHECK_EQ_INT(mst_writer_add(w, "long", MST_F64, 1, s, four), MST_ERR_SIZE_OVERFLOW);
 }
 
+/* A zero-size tensor whose other dimension passes 2^53: no bytes, but the
+ * header could not say it exactly, and the reader rejects such a file. */
+static void add_huge_dim(mst_writer *w)
+{
+    static const int64_t s[2] = {INT64_C(1) << 62, 0};
+    if (rank == last)
+        CHECK_EQ_INT(mst_writer_add(w, "empty", MST_F32, 2, s, NULL), MST_ERR_SIZE_OVERFLOW);
+}
+
 /* Tensors that fit alone but not together: detected in the plan, before any
  * byte is written (the data pointer is never read). */
 static void add_overflow_total(mst_writer *w)
@@ -513,6 +522,9 @@ static void run_cases(void)
     p = case_path("overflow_bytes", "m.safetensors");
     expect_failure("overflow_bytes", p, 1, 0, MST_ERR_SIZE_OVERFLOW, add_overflow_bytes, r,
                    "\"long\"");
+    p = case_path("huge_dim", "m.safetensors");
+    expect_failure("huge_dim", p, 1, 0, MST_ERR_SIZE_OVERFLOW, add_huge_dim, r,
+                   "dimension 0 of the shape is 4611686018427387904, above 2^53");
     p = case_path("overflow_total", "m.safetensors");
     expect_failure("overflow_total", p, 1, 0, MST_ERR_SIZE_OVERFLOW, add_overflow_total, "2^53",
                    "\"huge.");
