@@ -12,9 +12,7 @@
 #              tensors (25.6 MB), one dtype (F32) against the dtype mix;
 #   layout     mst with every 2-D tensor split by row blocks, then by column
 #              blocks (strided: redistributed into contiguous chunks by
-#              MPI_Alltoallw), jobs alternated; with the column blocks also
-#              mst-bench's "redistribute" prototype (per tensor, column blocks
-#              to row blocks by MPI_Alltoallw, then blocking contiguous writes);
+#              MPI_Alltoallw), jobs alternated;
 #   memory     column splits with the same box per rank at 1, 2, 4, 8 ranks: the
 #              global tensors grow with the ranks, a rank's memory must not;
 #   planning   1,000,000 tiny tensors over 1 and 16 ranks (100,000 over 1 and
@@ -117,8 +115,8 @@ for fs in "" --no-fsync; do
         while [ $i -lt "$repeat" ]; do
             mb "$n" --size "$small" --tensors 64 --dtype BF16 --layout rows $fs \
                 >> "$results/layout.jsonl"
-            mb "$n" --size "$small" --tensors 64 --dtype BF16 --layout cols \
-                --method mst,redistribute $fs >> "$results/layout.jsonl"
+            mb "$n" --size "$small" --tensors 64 --dtype BF16 --layout cols $fs \
+                >> "$results/layout.jsonl"
             i=$((i + 1))
         done
     done
@@ -130,10 +128,9 @@ if want memory; then
 for n in 1 2 4 8; do
     echo "memory: $n ranks, $box per rank" >&2
     total=$(( $(echo $box | sed 's/MiB//') * n ))MiB
-    for m in mst redistribute; do # fresh processes: first-run peaks
-        mb "$n" --size "$total" --tensors 8 --dtype BF16 --layout cols --no-fsync --warmup 0 \
-            --method $m >> "$results/memory.jsonl"
-    done
+    # a fresh process: first-run peaks
+    mb "$n" --size "$total" --tensors 8 --dtype BF16 --layout cols --no-fsync --warmup 0 \
+        >> "$results/memory.jsonl"
 done
 
 : > "$results/planning.jsonl"

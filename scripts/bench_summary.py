@@ -120,38 +120,35 @@ def main():
         if tiny:
             phase_table(tiny, out, "100,000 tiny tensors: phases and memory")
 
-    lay = load(d, "layout")
+    # results from before mst-bench's "redistribute" prototype was removed
+    # hold rows of that method too: only mst's are summarised
+    lay = [r for r in load(d, "layout") if r["method"] == "mst"]
     if lay:
         out.append("### Column splits against row splits (mst, BF16, every tensor split over "
                    "all ranks)\n")
         out.append("| ranks | fsync | rows GiB/s | cols GiB/s | cols/rows (paired) | "
-                   "cols extra MiB (max rank) | redistribute GiB/s | redistribute/rows | "
-                   "redistribute extra MiB (max rank) |")
-        out.append("|---|---|---|---|---|---|---|---|---|")
+                   "cols extra MiB (max rank) |")
+        out.append("|---|---|---|---|---|---|")
         groups = collections.OrderedDict()
         for r in lay:
-            slot = "redist" if r["method"] == "redistribute" else r["layout"]
-            groups.setdefault((r["ranks"], r["fsync"]), {"rows": [], "cols": [], "redist": []})[
-                slot].append(r)
+            groups.setdefault((r["ranks"], r["fsync"]), {"rows": [], "cols": []})[
+                r["layout"]].append(r)
         for (n, fs), g in groups.items():
             pairs = [c["gib_per_s"] / w["gib_per_s"] for w, c in zip(g["rows"], g["cols"])]
-            rpairs = [c["gib_per_s"] / w["gib_per_s"] for w, c in zip(g["rows"], g["redist"])]
-            out.append("| %d | %s | %s | %s | %s | %.1f | %s | %s | %s |" % (
+            out.append("| %d | %s | %s | %s | %s | %.1f |" % (
                 n, "yes" if fs else "no", spread([r["gib_per_s"] for r in g["rows"]]),
                 spread([r["gib_per_s"] for r in g["cols"]]), spread(pairs),
-                med([max(r["extra_mib"]) for r in g["cols"]]),
-                spread([r["gib_per_s"] for r in g["redist"]]), spread(rpairs),
-                "%.1f" % med([max(r["extra_mib"]) for r in g["redist"]]) if g["redist"] else "-"))
+                med([max(r["extra_mib"]) for r in g["cols"]])))
         out.append("")
 
-    mem = load(d, "memory")
+    mem = [r for r in load(d, "memory") if r["method"] == "mst"]
     if mem:
         out.append("### Column splits, the same box per rank, growing global tensors (no fsync, "
                    "fresh processes, first run)\n")
         out.append("| method | ranks | global MiB | box MiB per rank | rss before (max) | "
                    "peak (max) | extra MiB per rank |")
         out.append("|---|---|---|---|---|---|---|")
-        for r in sorted(mem, key=lambda r: (r["method"] != "mst", r["ranks"])):
+        for r in sorted(mem, key=lambda r: r["ranks"]):
             out.append("| %s | %d | %.0f | %.0f | %.1f | %.1f | %s |" % (
                 r["method"], r["ranks"], r["bytes"] / 2**20, r["bytes"] / 2**20 / r["ranks"],
                 max(r["rss_before_mib"]), max(r["peak_mib"]),
