@@ -66,7 +66,8 @@ static void usage(FILE *f)
             "                    (striping_factor, cb_nodes, ...) or mst's own\n"
             "                    (mst_strided_writes=redistribute|collective, mst_redist_buffer)\n"
             "  --verify          read every file back and check every byte\n"
-            "  --remove          delete the files at the end\n");
+            "  --remove          delete the files at the end\n"
+            "  --version         print the version and exit\n");
 }
 
 static int parse_size(const char *s, uint64_t *out)
@@ -204,6 +205,10 @@ static int parse_args(int argc, char **argv, bench_options *o, FILE *err, int ra
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             if (rank == 0)
                 usage(stdout);
+            return 1;
+        } else if (!strcmp(a, "--version")) {
+            if (rank == 0)
+                printf("mst-bench %s\n", mst_version_string());
             return 1;
         } else {
             bad = 1;

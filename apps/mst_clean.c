@@ -63,8 +63,12 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             printf("usage: mst-clean [-n|--dry-run] [--min-age SECONDS] DIR...\n"
                    "Removes temporary files (*%s*) of mst saves that no longer run.\n"
-                   "Files from other hosts must also be older than --min-age (default 600).\n",
+                   "Files from other hosts must also be older than --min-age (default 600).\n"
+                   "--version prints the version.\n",
                    MST_TEMP_MARK);
+            return 0;
+        } else if (!strcmp(argv[i], "--version")) {
+            printf("mst-clean %s\n", mst_version_string());
             return 0;
         } else if (argv[i][0] == '-') {
             fprintf(stderr, "mst-clean: unknown option %s\n", argv[i]);

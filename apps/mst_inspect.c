@@ -4,12 +4,16 @@
  *   mst-inspect [--json | --check] FILE
  *   mst-inspect [--check] model.safetensors.index.json
  *
- * Exit status: 0 valid, 1 invalid or unreadable (reason on stderr), 2 usage.
+ * Exit status: 0 valid, 1 invalid or unreadable (reason on stderr: "invalid", or
+ * "cannot open" / "cannot read" with the system's reason), 2 usage.
  * Uses only the public reader API; reads the header, never the data. */
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mst.h"
 #include "set_check.h"
@@ -22,10 +26,11 @@ static void usage(FILE *err)
             "  reference reader (plus: duplicate names, integers above 2^53).\n"
             "  --json   machine-readable output\n"
             "  --check  validate only; print nothing on success\n"
+            "  --version  print the version and exit\n"
             "  A FILE ending in .json is a Hugging Face index: the whole set is checked\n"
             "  (every shard valid, every weight_map entry in its shard, no tensor missing\n"
             "  or in two shards, metadata.total_size right).\n"
-            "exit status: 0 valid, 1 invalid, 2 usage\n");
+            "exit status: 0 valid, 1 invalid or cannot be read, 2 usage\n");
 }
 
 /* Names are printed as JSON strings in the table too, so that odd names
@@ -176,6 +181,9 @@ int inspect_main(int argc, char **argv, FILE *out, FILE *err)
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(out);
             return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            fprintf(out, "mst-inspect %s\n", mst_version_string());
+            return 0;
         } else if (strcmp(argv[i], "--") == 0 && i + 1 < argc && !path && i + 2 == argc) {
             path = argv[++i];
         } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
@@ -203,8 +211,17 @@ int inspect_main(int argc, char **argv, FILE *out, FILE *err)
     }
     rc = mst_reader_open(&r, path);
     if (rc != MST_OK) {
-        fprintf(err, "mst-inspect: %s: invalid (%s): %s\n", path, mst_strerror(rc),
-                r ? mst_reader_error(r) : "out of memory");
+        /* a file that cannot be opened is not an invalid file: say which (the
+         * exit status is 1 for both); O_NONBLOCK: a FIFO must not hang here */
+        int fd = rc == MST_ERR_IO ? open(path, O_RDONLY | O_NONBLOCK) : -1;
+        if (rc == MST_ERR_IO && fd < 0)
+            fprintf(err, "mst-inspect: %s: cannot open: %s\n", path, strerror(errno));
+        else
+            fprintf(err, "mst-inspect: %s: %s (%s): %s\n", path,
+                    rc == MST_ERR_IO ? "cannot read" : "invalid", mst_strerror(rc),
+                    r ? mst_reader_error(r) : "out of memory");
+        if (fd >= 0)
+            close(fd);
         if (json) {
             const char *msg = r ? mst_reader_error(r) : "out of memory";
             fputs("{\n  \"file\": ", out);

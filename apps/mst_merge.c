@@ -67,9 +67,11 @@ static void usage(FILE *f)
             "  --staging BYTES         staging buffer per rank (default 64 MiB)\n"
             "  --no-fsync              do not sync the output before the rename\n"
             "  --progress              progress on stderr even when it is not a terminal\n"
-            "  --quiet                 no progress\n"
+            "  --quiet                 no progress and no summary line\n"
             "  mst-merge --recover DIR finish or roll back what an interrupted multi-file\n"
             "                          save left in DIR (no mpirun needed)\n"
+            "  --version               print the version and exit\n"
+            "  On success rank 0 prints one summary line on stdout (not with --quiet).\n"
             "exit status: 0 merged, 1 failed, 2 usage\n");
 }
 
@@ -161,6 +163,10 @@ static int parse_args(int argc, char **argv, options *o, int rank)
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             if (rank == 0)
                 usage(stdout);
+            return 3;
+        } else if (!strcmp(a, "--version")) {
+            if (rank == 0)
+                printf("mst-merge %s\n", mst_version_string());
             return 3;
         } else if (a[0] == '-' && a[1]) {
             if (rank == 0) {
@@ -952,6 +958,7 @@ int main(int argc, char **argv)
     piece *pieces = NULL;
     size_t npieces = 0;
     progress prog;
+    double t_start;
 
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -960,6 +967,7 @@ int main(int argc, char **argv)
     memset(&b, 0, sizeof b);
     memset(&prog, 0, sizeof prog);
 
+    t_start = now();
     rc = parse_args(argc, argv, &o, rank);
     if (rc) {
         free_options(&o);
@@ -969,8 +977,19 @@ int main(int argc, char **argv)
     if (o.recover) {
         char report[8192];
         if (rank == 0) {
+            FILE *f;
             rc = mst_set_recover(o.recover, report, sizeof report);
-            fputs(*report ? report : "nothing to recover\n", rc ? stderr : stdout);
+            f = rc ? stderr : stdout;
+            if (!*report)
+                fprintf(f, "mst-merge: %s: nothing to recover\n", o.recover);
+            /* every line of the report under the tool's name, as its other messages */
+            for (char *line = report, *nl; *line; line = nl + 1) {
+                if (!(nl = strchr(line, '\n'))) {
+                    fprintf(f, "mst-merge: %s\n", line);
+                    break;
+                }
+                fprintf(f, "mst-merge: %.*s\n", (int)(nl - line), line);
+            }
         }
         MPI_Bcast(&rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
         free_options(&o);
@@ -1031,6 +1050,15 @@ int main(int argc, char **argv)
         if (rank == 0)
             fprintf(stderr, "mst-merge: %s\n", w ? mst_writer_error(w) : mst_strerror(rc));
         status = 1;
+    } else if (rank == 0 && o.progress != 0) {
+        /* one line for a batch job's log; --quiet drops it */
+        uint64_t bytes = 0;
+        for (size_t i = 0; i < m.n; i++)
+            bytes += m.t[i].nbytes;
+        printf("mst-merge: wrote %s%s: %zu tensor%s, %" PRIu64 " bytes of data from %d input "
+               "file%s in %.2f s\n",
+               o.max_shard ? "the set in " : "", o.out, m.n, m.n == 1 ? "" : "s", bytes,
+               m.nfiles, m.nfiles == 1 ? "" : "s", now() - t_start);
     }
     mst_writer_free(&w);
     for (int i = 0; i < m.nfiles; i++)

@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <mpi.h>
 #include <mst.h>
@@ -22,9 +23,18 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    if (argc != 2) {
+    if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
         if (rank == 0)
-            fprintf(stderr, "usage: %s OUTPUT.safetensors\n", argv[0]);
+            printf("usage: mpirun -np N %s OUTPUT.safetensors\n"
+                   "Every rank saves one layer (a 4x8 F32 weight and a BF16 bias) into\n"
+                   "OUTPUT.safetensors, one shared file.\n", argv[0]);
+        MPI_Finalize();
+        return 0;
+    }
+    /* a name starting with '-' is a mistyped option, not a file to create */
+    if (argc != 2 || argv[1][0] == '-') {
+        if (rank == 0)
+            fprintf(stderr, "usage: mpirun -np N %s OUTPUT.safetensors\n", argv[0]);
         MPI_Finalize();
         return 2;
     }
@@ -49,7 +59,8 @@ int main(int argc, char **argv)
     if (rc != MST_OK && rank == 0)
         fprintf(stderr, "save failed: %s: %s\n", mst_strerror(rc), w ? mst_writer_error(w) : "");
     if (rc == MST_OK && rank == 0)
-        printf("saved %d layers from %d ranks to %s\n", size, size, argv[1]);
+        printf("saved %d layer%s from %d rank%s to %s\n", size, size == 1 ? "" : "s", size,
+               size == 1 ? "" : "s", argv[1]);
     mst_writer_free(&w);
     MPI_Finalize();
     return rc == MST_OK ? 0 : 1;

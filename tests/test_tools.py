@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Tests of the command-line tools: mst-inspect (table, --json, --check, exit
-codes) and mst-bench (every method, verified; files compared byte for byte). Tool paths come from the environment
-(set by CTest): MST_INSPECT, MST_BENCH, MST_EXAMPLE, MPIEXEC, WORK."""
+codes), mst-bench (every method, verified; files compared byte for byte), every
+tool's --version and the messages a user reads (save_example's, mst-merge's
+summary line and --recover errors). Tool paths come from the environment
+(set by CTest): MST_INSPECT, MST_BENCH, MST_EXAMPLE, MPIEXEC, WORK; mst-merge
+and mst-clean are next to mst-inspect unless MST_MERGE / MST_CLEAN say otherwise."""
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -11,6 +15,9 @@ import sys
 INSPECT = os.environ["MST_INSPECT"]
 BENCH = os.environ["MST_BENCH"]
 EXAMPLE = os.environ["MST_EXAMPLE"]
+MERGE = os.environ.get("MST_MERGE") or os.path.join(os.path.dirname(INSPECT), "mst-merge")
+CLEAN = os.environ.get("MST_CLEAN") or os.path.join(os.path.dirname(INSPECT), "mst-clean")
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
 WORK = os.environ["WORK"]
 failures = []
@@ -28,6 +35,61 @@ def run(*args):
 
 def mpirun(np, *args):
     return run(MPIEXEC, "-n", str(np), "--oversubscribe", *args)
+
+
+def project_version():
+    with open(os.path.join(SRC, "CMakeLists.txt")) as f:
+        return re.search(r"project\(mst\s+VERSION\s+([0-9.]+)", f.read()).group(1)
+
+
+def check_messages(model):
+    """--version, and the messages of the fixes for a new user's trips (issue 14)."""
+    version = project_version()
+    for tool, path in (("mst-inspect", INSPECT), ("mst-merge", MERGE), ("mst-clean", CLEAN),
+                       ("mst-bench", BENCH)):
+        r = run(path, "--version")
+        check(r.returncode == 0 and r.stdout == "%s %s\n" % (tool, version) and r.stderr == "",
+              "%s --version: %d %r %r" % (tool, r.returncode, r.stdout, r.stderr))
+    # a missing file cannot be opened; it is not an "invalid" file (exit 1 for both)
+    missing = os.path.join(WORK, "does-not-exist")
+    r = run(INSPECT, missing)
+    check(r.returncode == 1 and
+          r.stderr == "mst-inspect: %s: cannot open: No such file or directory\n" % missing,
+          "missing file: %d %r" % (r.returncode, r.stderr))
+    r = run(INSPECT, WORK)
+    check(r.returncode == 1 and r.stderr.startswith("mst-inspect: %s: cannot read (I/O error): "
+                                                    % WORK) and "is a directory" in r.stderr,
+          "directory: %d %r" % (r.returncode, r.stderr))
+    # mst-merge: one summary line on stdout on success, none with --quiet
+    merged = os.path.join(WORK, "merged.safetensors")
+    r = mpirun(2, MERGE, "-o", merged, "--no-fsync", model)
+    want = r"mst-merge: wrote %s: 6 tensors, 432 bytes of data from 1 input file in [0-9]+\.[0-9]{2} s\n"
+    check(r.returncode == 0 and re.fullmatch(want % re.escape(merged), r.stdout) and r.stderr == "",
+          "merge summary: %d %r %r" % (r.returncode, r.stdout, r.stderr))
+    check(open(merged, "rb").read() == open(model, "rb").read(), "merge of one file is a copy")
+    r = mpirun(2, MERGE, "-o", merged, "--no-fsync", "--quiet", model)
+    check(r.returncode == 0 and r.stdout == "" and r.stderr == "",
+          "merge --quiet: %d %r %r" % (r.returncode, r.stdout, r.stderr))
+    # mst-merge --recover: its messages carry the tool's name, exit 1 on failure
+    r = run(MERGE, "--recover", "/nonexistent-mst-dir")
+    check(r.returncode == 1 and r.stdout == "" and r.stderr ==
+          "mst-merge: cannot list /nonexistent-mst-dir: No such file or directory\n",
+          "merge --recover missing dir: %d %r" % (r.returncode, r.stderr))
+    r = run(MERGE, "--recover", WORK)
+    check(r.returncode == 0 and r.stdout == "mst-merge: %s: nothing to recover\n" % WORK,
+          "merge --recover, nothing to do: %d %r" % (r.returncode, r.stdout))
+    # save_example: --help prints usage (no file named "--help"), other '-' names are refused
+    for args, status, stream in ((["--help"], 0, "stdout"), (["-h"], 0, "stdout"),
+                                 (["-o"], 2, "stderr"), ([], 2, "stderr")):
+        r = subprocess.run([EXAMPLE] + args, capture_output=True, text=True, timeout=300, cwd=WORK)
+        check(r.returncode == status and getattr(r, stream).startswith("usage: mpirun -np N "),
+              "save_example %r: %d %r %r" % (args, r.returncode, r.stdout, r.stderr))
+        check(not args or not os.path.exists(os.path.join(WORK, args[0])),
+              "save_example %r created a file" % args)
+    one = os.path.join(WORK, "one.safetensors")
+    r = mpirun(1, EXAMPLE, one)
+    check(r.returncode == 0 and r.stdout == "saved 1 layer from 1 rank to %s\n" % one,
+          "save_example at 1 rank: %r" % r.stdout)
 
 
 def main():
@@ -86,8 +148,7 @@ def main():
     open(tiny, "wb").write(b"\x01\x00")
     r = run(INSPECT, "--check", tiny)
     check(r.returncode == 1 and "header too small" in r.stderr, "tiny: %s" % r.stderr)
-    r = run(INSPECT, os.path.join(WORK, "does-not-exist"))
-    check(r.returncode == 1 and "cannot open" in r.stderr, "missing file: %s" % r.stderr)
+    check_messages(model)
 
     # usage errors: exit 2
     for args in ([], ["--bogus", model], [model, model], ["--json", "--check", model]):

@@ -293,7 +293,20 @@ def save(tensors, path, comm=None, metadata=None, fsync=True, hints=None):
     Raises mst.Error on every rank, with the same code and message, if any
     rank's declaration or the save fails; then no file appears at `path` and
     whatever was there is untouched.
+
+    As with safetensors' save_file(tensors, filename, metadata), a mapping
+    given as the third positional argument is the metadata:
+    save(d, path, {"format": "pt"}) is save(d, path, metadata={"format": "pt"}).
     """
+    if comm is not None and not isinstance(comm, MPI.Comm):
+        if hasattr(comm, "items") and metadata is None:
+            comm, metadata = None, comm  # the safetensors save_file(tensors, filename, metadata) order
+        elif hasattr(comm, "items"):
+            raise TypeError("mst.save: a mapping in the comm position and metadata= as well; "
+                            "pass the metadata once, as metadata=")
+        else:
+            raise TypeError(f"mst.save: comm must be an mpi4py communicator (MPI.Comm), "
+                            f"not {type(comm).__name__}")
     comm = MPI.COMM_WORLD if comm is None else comm
     rank = comm.Get_rank()
     decls, meta, local, info = [], [], None, MPI.INFO_NULL
@@ -388,18 +401,25 @@ class _Reader:
         return out
 
     def metadata(self):
-        k, v = _lib.ctypes.c_char_p(), _lib.ctypes.c_char_p()
+        # the forms with lengths: a key or value may hold "\u0000", which C strings cut
+        ct = _lib.ctypes
+        k, v, klen, vlen = ct.c_void_p(), ct.c_void_p(), ct.c_size_t(), ct.c_size_t()
         out = {}
         for i in range(_lib.lib.mst_reader_metadata_count(self.r)):
-            rc = _lib.lib.mst_reader_metadata(self.r, i, _lib.ctypes.byref(k), _lib.ctypes.byref(v))
+            rc = _lib.lib.mst_reader_metadata_len(self.r, i, ct.byref(k), ct.byref(klen),
+                                                  ct.byref(v), ct.byref(vlen))
             if rc != OK:
                 self._raise(rc)
-            out[k.value.decode("utf-8")] = v.value.decode("utf-8")
+            key = ct.string_at(k.value, klen.value) if klen.value else b""
+            value = ct.string_at(v.value, vlen.value) if vlen.value else b""
+            out[key.decode("utf-8")] = value.decode("utf-8")
         return out
 
     def read(self, raw_name, nbytes):
         buf = np.empty(nbytes, dtype=np.uint8)
-        rc = _lib.lib.mst_reader_read(self.r, raw_name, 0, buf.ctypes.data, nbytes)
+        # by length: a name may hold NUL bytes
+        rc = _lib.lib.mst_reader_read_len(self.r, raw_name, len(raw_name), 0, buf.ctypes.data,
+                                          nbytes)
         if rc != OK:
             self._raise(rc)
         return buf
@@ -440,9 +460,6 @@ def load(path, names=None, framework="numpy"):
             if name not in entries:
                 raise Error(ERR_NOT_FOUND, f"no tensor {name!r} in {os.fsdecode(path)}")
             raw, dtype, shape, begin, end = entries[name]
-            if b"\0" in raw:  # mst_reader_read takes a C string: it would read another tensor
-                raise Error(ERR_INVALID_ARGUMENT, f"tensor name {name!r} contains a NUL character, "
-                            "which the C reader cannot look up")
             buf = r.read(raw, end - begin)
             out[name] = _as_torch(buf, dtype, shape) if framework == "torch" else \
                 _as_numpy(buf, dtype, shape)

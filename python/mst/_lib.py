@@ -119,8 +119,14 @@ _PROTOS = {
     "mst_reader_metadata_count": (ctypes.c_size_t, [_p]),
     "mst_reader_metadata": (ctypes.c_int, [_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_char_p),
                                            ctypes.POINTER(ctypes.c_char_p)]),
+    "mst_reader_metadata_len": (ctypes.c_int, [_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p),
+                                               ctypes.POINTER(ctypes.c_size_t),
+                                               ctypes.POINTER(ctypes.c_void_p),
+                                               ctypes.POINTER(ctypes.c_size_t)]),
     "mst_reader_data_start": (ctypes.c_uint64, [_p]),
     "mst_reader_read": (ctypes.c_int, [_p, ctypes.c_char_p, ctypes.c_uint64, _p, ctypes.c_uint64]),
+    "mst_reader_read_len": (ctypes.c_int, [_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64, _p,
+                                           ctypes.c_uint64]),
 }
 for _name, (_res, _args) in _PROTOS.items():
     _f = getattr(lib, _name)

@@ -295,15 +295,33 @@ def mode_errors(outdir):
     u.check_file(path, u.expected_bytes({f"r{r}": ("F32", (4,), ok.tobytes()) for r in range(size)}),
                  "save after failures")
     u.expect_error(lambda: mst.load(path, names=["nope"]), mst.ERR_NOT_FOUND, "'nope'", "load missing")
-    # a file (from another writer) with a NUL in a name: the header shows it, load refuses it
+    # a file (from another writer) with NUL in tensor names and in metadata keys and
+    # values: read_header and load give them back whole (the C reader's _len calls)
     nul = same_path(os.path.join(outdir, f"nul.np{size}.safetensors"))
+    meta = {"a\0b": "1", "a\0c": "2", "k": "x\0y", "\0": ""}
+    tensors = {"a\0b": ("U8", (2,), b"xy"), "a": ("U8", (1,), b"z"), "a\0": ("U8", (1,), b"w")}
     if rank == 0:
         with open(nul, "wb") as f:
-            f.write(u.expected_bytes({"a\0b": ("U8", (2,), b"xy"), "a": ("U8", (1,), b"z")}))
+            f.write(u.expected_bytes(tensors, meta))
     comm.Barrier()
-    check(list(mst.read_header(nul)) == ["a", "a\0b"], "NUL name in the header")
-    check(mst.load(nul, names=["a"])["a"].tobytes() == b"z", "other tensors still load")
-    u.expect_error(lambda: mst.load(nul), mst.ERR_INVALID_ARGUMENT, "contains a NUL", "load NUL name")
+    header = mst.read_header(nul)
+    check(list(header) == ["__metadata__", "a", "a\0", "a\0b"], f"NUL names in the header: {header}")
+    check(header["__metadata__"] == meta, f"NUL in metadata: {header['__metadata__']!r}")
+    got = mst.load(nul)
+    check({n: a.tobytes() for n, a in got.items()} == {n: t[2] for n, t in tensors.items()},
+          f"load of NUL names: {got}")
+    check(mst.load(nul, names=["a\0b"])["a\0b"].tobytes() == b"xy", "load of one NUL name")
+    # the safetensors save_file(tensors, filename, metadata) order: a mapping in third place
+    mst.save({f"r{rank}": ok}, path, {"format": "pt"})
+    u.check_file(path, u.expected_bytes({f"r{r}": ("F32", (4,), ok.tobytes()) for r in range(size)},
+                                        {"format": "pt"}), "save(d, path, metadata) positionally")
+    for args, kw, needle in (((path, {"a": "b"}), {"metadata": {"a": "b"}}, "pass the metadata once"),
+                             ((path, "COMM_WORLD"), {}, "not str")):
+        try:
+            mst.save({f"r{rank}": ok}, *args, **kw)
+            check(False, f"save{args!r}: no TypeError")
+        except TypeError as e:
+            check(needle in str(e), f"save{args!r}: {e}")
 
 
 def mode_torch(outdir):
