@@ -194,9 +194,9 @@ static void add_overflow_elements(mst_writer *w)
 
 static void add_overflow_bytes(mst_writer *w)
 {
-    static const int64_t s[1] = {INT64_C(1) << 61};
+    static const int64_t s[2] = {INT64_C(1) << 31, INT64_C(1) << 30};
     if (rank == last)
-        CHECK_EQ_INT(mst_writer_add(w, "long", MST_F64, 1, s, four), MST_ERR_SIZE_OVERFLOW);
+        CHECK_EQ_INT(mst_writer_add(w, "long", MST_F64, 2, s, four), MST_ERR_SIZE_OVERFLOW);
 }
 
 /* A zero-size tensor whose other dimension passes 2^53: no bytes, but the

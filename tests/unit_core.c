@@ -275,8 +275,14 @@ static void test_plan_errors(void)
         expect_plan_error(r, 1, NULL, 0, MST_ERR_SIZE_OVERFLOW, "\"el\"", "element count");
     }
     {
-        row r[] = {{"bits", MST_F64, 1, {INT64_C(1) << 60}, 0}};
-        expect_plan_error(r, 1, NULL, 0, MST_ERR_SIZE_OVERFLOW, "\"bits\"", "overflow");
+        row r[] = {{"bits", MST_F64, 2, {INT64_C(1) << 30, INT64_C(1) << 30}, 0}};
+        expect_plan_error(r, 1, NULL, 0, MST_ERR_SIZE_OVERFLOW, "\"bits\"", "overflow 64 bits");
+    }
+    {
+        /* no bytes, but a dimension the header could not hold exactly */
+        row r[] = {{"zero", MST_F32, 2, {INT64_C(1) << 62, 0}, 3}};
+        expect_plan_error(r, 1, NULL, 0, MST_ERR_SIZE_OVERFLOW, "\"zero\" on rank 3",
+                          "dimension 0 of the shape is 4611686018427387904, above 2^53");
     }
     {
         row r[] = {{"huge", MST_U8, 1, {(INT64_C(1) << 53) + 1}, 0}};
