@@ -35,5 +35,5 @@ rm -f "$work"/*.profraw
 LLVM_PROFILE_FILE="$work/cov.profraw" "$bin" -runs=0 "$MST_ROOT/tests/fuzz/corpus" >/dev/null 2>&1
 "$LLVM_PROFDATA" merge -sparse "$work/cov.profraw" -o "$work/cov.profdata"
 "$LLVM_COV" report "$bin" -instr-profile="$work/cov.profdata" \
-    "$MST_ROOT/src/mst_header.c" "$MST_ROOT/src/mst_utf8.c" | tee "$work/coverage.txt"
+    "$MST_ROOT"/src/mst_header*.c "$MST_ROOT/src/mst_utf8.c" | tee "$work/coverage.txt"
 echo "saved corpus: $(ls "$MST_ROOT/tests/fuzz/corpus" | wc -l) inputs in tests/fuzz/corpus"

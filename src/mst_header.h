@@ -5,7 +5,11 @@
  * The decoder is a purpose-built parser rather than cJSON: the rules need the
  * raw text of every integer (cJSON stores numbers as doubles, so 1e3, 1000.0
  * and 2^53+1 would be indistinguishable from valid integers), duplicate keys,
- * byte positions for messages, and a hard bound on memory and nesting. */
+ * byte positions for messages, and a hard bound on memory and nesting.
+ *
+ * Files: mst_header_encode.c (the encoder); mst_header_json.c (JSON values)
+ * and mst_header_parse.c (the document) behind mst_header_parse.h; and
+ * mst_header.c (validation, the length field, lookup). */
 #ifndef MST_HEADER_H
 #define MST_HEADER_H
 

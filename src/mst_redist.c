@@ -1,3 +1,7 @@
+/* The MPI half of the redistribution of strided boxes: the table broadcast,
+ * then per round the datatypes of the pieces each rank sends and receives,
+ * one MPI_Alltoallw, and the writes of the chunks gathered. What moves where
+ * is computed by mst_redist_plan.c. */
 #include "mst_redist.h"
 
 #include <limits.h>
@@ -6,149 +10,8 @@
 #include <string.h>
 
 #include "mst.h"
-#include "mst_box.h"
 #include "mst_exchange.h"
 #include "mst_io.h"
-
-/*
- * Table layout (u64 words):
- *   ntensors
- *   per tensor: offset, ndim, name_len, nstrided, ndirect, gb[ndim],
- *               name (name_len bytes, padded to whole words),
- *               nstrided x (rank, local, sb[ndim], cb[ndim]),
- *               ndirect x (first, bytes), sorted by first
- */
-
-typedef struct slice_ref {
-    uint64_t begin; /* the tensor's begin in the data section */
-    size_t decl;
-    int strided;
-    uint64_t first, bytes;
-} slice_ref;
-
-/* By tensor, then by first byte: the boxes of a tensor (non-empty, not
- * overlapping) have distinct first bytes. */
-static int cmp_ref(const void *a, const void *b)
-{
-    const slice_ref *x = a, *y = b;
-    if (x->begin != y->begin)
-        return (x->begin > y->begin) - (x->begin < y->begin);
-    return (x->first > y->first) - (x->first < y->first);
-}
-
-static size_t words(size_t bytes)
-{
-    return (bytes + 7) / 8;
-}
-
-int mst_redist_table(const mst_decl *decls, size_t ndecls, const mst_plan *plan,
-                     uint64_t data_start, uint64_t **tab, size_t *len, mst_err *err)
-{
-    slice_ref *refs = NULL;
-    size_t nrefs = 0, maxdim = 0, need = 1, ntab = 0, pos = 1;
-    uint64_t *scratch = NULL, *out = NULL;
-
-    *tab = NULL;
-    *len = 0;
-    for (size_t i = 0; i < ndecls; i++)
-        if (decls[i].kind == MST_DECL_SLICE) {
-            nrefs++;
-            if ((size_t)decls[i].t.ndim > maxdim)
-                maxdim = (size_t)decls[i].t.ndim;
-        }
-    if (nrefs == 0)
-        return MST_OK;
-    refs = malloc(nrefs * sizeof *refs);
-    scratch = malloc((3 * maxdim + 1) * sizeof *scratch);
-    if (!refs || !scratch)
-        goto oom;
-    nrefs = 0;
-    for (size_t i = 0; i < ndecls; i++) {
-        const mst_decl *d = &decls[i];
-        int ndim = (int)d->t.ndim;
-        mst_box_layout lay;
-        if (d->kind != MST_DECL_SLICE)
-            continue;
-        mst_box_bytes(ndim, d->t.shape, mst_decl_start(d), mst_decl_count(d),
-                      mst_dtype_bits(d->t.dtype), scratch, scratch + ndim, scratch + 2 * ndim);
-        mst_box_layout_of(ndim, scratch, scratch + ndim, scratch + 2 * ndim, &lay);
-        if (lay.bytes == 0)
-            continue;
-        refs[nrefs].begin = plan->begin[i];
-        refs[nrefs].decl = i;
-        refs[nrefs].strided = !lay.contiguous;
-        refs[nrefs].first = lay.first;
-        refs[nrefs].bytes = lay.bytes;
-        nrefs++;
-    }
-    qsort(refs, nrefs, sizeof *refs, cmp_ref);
-
-    /* size, then fill: the boxes of one tensor are neighbours (same begin;
-     * tensors with bytes have distinct begins) */
-    for (int fill = 0; fill < 2; fill++) {
-        for (size_t a = 0, b; a < nrefs; a = b) {
-            size_t ns = 0, nd = 0;
-            const mst_decl *t = &decls[refs[a].decl];
-            size_t ndim = (size_t)t->t.ndim;
-            for (b = a; b < nrefs && refs[b].begin == refs[a].begin; b++)
-                refs[b].strided ? ns++ : nd++;
-            if (ns == 0)
-                continue;
-            if (!fill) {
-                ntab++;
-                need += 5 + ndim + words(t->t.name_len) + ns * (2 + 2 * ndim) + nd * 2;
-                continue;
-            }
-            out[pos++] = data_start + refs[a].begin;
-            out[pos++] = ndim;
-            out[pos++] = t->t.name_len;
-            out[pos++] = ns;
-            out[pos++] = nd;
-            mst_box_bytes((int)ndim, t->t.shape, mst_decl_start(t), mst_decl_count(t),
-                          mst_dtype_bits(t->t.dtype), out + pos, scratch, scratch + ndim);
-            pos += ndim;
-            memset(out + pos, 0, words(t->t.name_len) * 8);
-            memcpy(out + pos, t->t.name, t->t.name_len);
-            pos += words(t->t.name_len);
-            for (size_t k = a; k < b; k++) {
-                const mst_decl *d = &decls[refs[k].decl];
-                if (!refs[k].strided)
-                    continue;
-                out[pos++] = (uint64_t)d->rank;
-                out[pos++] = d->local;
-                mst_box_bytes((int)ndim, d->t.shape, mst_decl_start(d), mst_decl_count(d),
-                              mst_dtype_bits(d->t.dtype), scratch, out + pos, out + pos + ndim);
-                pos += 2 * ndim;
-            }
-            /* contiguous boxes, in order of their first byte (refs are) */
-            for (size_t k = a; k < b; k++) {
-                if (refs[k].strided)
-                    continue;
-                out[pos++] = refs[k].first;
-                out[pos++] = refs[k].bytes;
-            }
-        }
-        if (!fill) {
-            if (ntab == 0)
-                break;
-            if (!(out = malloc(need * sizeof *out)))
-                goto oom;
-            out[0] = ntab;
-        }
-    }
-    free(refs);
-    free(scratch);
-    if (out) {
-        *tab = out;
-        *len = need;
-    }
-    return MST_OK;
-oom:
-    free(refs);
-    free(scratch);
-    free(out);
-    return mst_err_set(err, MST_ERR_NO_MEMORY, "rank 0: out of memory planning strided boxes");
-}
 
 int mst_redist_share(MPI_Comm comm, uint64_t **tab, size_t *len, mst_err *err)
 {
@@ -187,30 +50,6 @@ int mst_redist_share(MPI_Comm comm, uint64_t **tab, size_t *len, mst_err *err)
 
 /* ---- the rounds ---------------------------------------------------------- */
 
-typedef struct rtensor {
-    uint64_t offset, bytes;
-    int ndim;
-    int m;           /* chunks: dimension they are cut along */
-    uint64_t slab;   /* bytes of one index of dimension m */
-    const uint64_t *gb;
-    const char *name;
-    size_t name_len;
-    size_t nstrided, ndirect;
-    const uint64_t *boxes;  /* (rank, local, sb[ndim], cb[ndim]) each */
-    const uint64_t *direct; /* (first, bytes) each */
-} rtensor;
-
-typedef struct chunk {
-    size_t tensor;
-    uint64_t row;    /* linear index over the dimensions before m */
-    uint64_t a, l;   /* indices [a, a + l) along m */
-    uint64_t first;  /* first byte within the tensor */
-    uint64_t bytes;
-    uint64_t stage;  /* offset in the destination's buffer */
-    int dest;
-    size_t round;
-} chunk;
-
 typedef struct piece {
     int peer;
     int recv;
@@ -218,161 +57,6 @@ typedef struct piece {
     MPI_Aint disp;
     MPI_Datatype type;
 } piece;
-
-typedef struct plan_state {
-    rtensor *t;
-    size_t nt;
-    chunk *c;
-    size_t nc, rounds;
-    uint64_t need;   /* this rank's buffer: the largest fill of a round */
-} plan_state;
-
-static int parse(const uint64_t *tab, size_t len, rtensor **out, size_t *nout)
-{
-    size_t pos = 1, n;
-    rtensor *t;
-    if (len < 1)
-        return -1;
-    n = (size_t)tab[0];
-    if (n > len || !(t = calloc(n ? n : 1, sizeof *t)))
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        rtensor *r = &t[i];
-        size_t ndim;
-        if (pos + 5 > len)
-            goto bad;
-        r->offset = tab[pos];
-        ndim = (size_t)tab[pos + 1];
-        r->name_len = (size_t)tab[pos + 2];
-        r->nstrided = (size_t)tab[pos + 3];
-        r->ndirect = (size_t)tab[pos + 4];
-        pos += 5;
-        if (ndim == 0 || ndim > len || r->name_len > len * 8 || r->nstrided > len ||
-            r->ndirect > len || pos + ndim + words(r->name_len) > len)
-            goto bad;
-        r->ndim = (int)ndim;
-        r->gb = tab + pos;
-        pos += ndim;
-        r->name = (const char *)(tab + pos);
-        pos += words(r->name_len);
-        if (pos + r->nstrided * (2 + 2 * ndim) + 2 * r->ndirect > len)
-            goto bad;
-        r->boxes = tab + pos;
-        pos += r->nstrided * (2 + 2 * ndim);
-        r->direct = tab + pos;
-        pos += 2 * r->ndirect;
-        r->bytes = 1;
-        for (size_t d = 0; d < ndim; d++)
-            r->bytes *= r->gb[d];
-    }
-    if (pos != len)
-        goto bad;
-    *out = t;
-    *nout = n;
-    return 0;
-bad:
-    free(t);
-    return -1;
-}
-
-/* Cuts every tensor into chunks and gives each a destination, a round and a
- * place in the destination's buffer. Every rank computes the same. */
-static int cut(plan_state *s, int nranks, int me, uint64_t buffer)
-{
-    size_t nc = 0, cap = 0, round = 0;
-    uint64_t *fill = calloc((size_t)nranks, sizeof *fill);
-    int next = 0;
-    if (!fill)
-        return -1;
-    s->need = 0;
-    for (size_t i = 0; i < s->nt; i++) {
-        rtensor *r = &s->t[i];
-        uint64_t target = (r->bytes + (uint64_t)nranks - 1) / (uint64_t)nranks, rows = 1, along;
-        if (target < MST_REDIST_MIN_CHUNK)
-            target = MST_REDIST_MIN_CHUNK;
-        if (target > buffer)
-            target = buffer;
-        /* m: the first dimension one index of which fits in a chunk */
-        r->m = r->ndim - 1;
-        r->slab = 1;
-        for (int d = 0; d < r->ndim; d++) {
-            uint64_t slab = 1;
-            for (int e = d + 1; e < r->ndim; e++)
-                slab *= r->gb[e];
-            if (slab <= target) {
-                r->m = d;
-                r->slab = slab;
-                break;
-            }
-        }
-        along = target / r->slab; /* chunk length along m (indices) */
-        if (along > r->gb[r->m])
-            along = r->gb[r->m];
-        for (int d = 0; d < r->m; d++)
-            rows *= r->gb[d];
-        for (uint64_t row = 0; row < rows; row++)
-            for (uint64_t a = 0; a < r->gb[r->m]; a += along) {
-                chunk *c;
-                uint64_t l = r->gb[r->m] - a < along ? r->gb[r->m] - a : along;
-                int dest = -1;
-                if (nc == cap) {
-                    size_t ncap = cap ? 2 * cap : 64;
-                    chunk *g = realloc(s->c, ncap * sizeof *g);
-                    if (!g) {
-                        free(fill);
-                        return -1;
-                    }
-                    s->c = g;
-                    cap = ncap;
-                }
-                c = &s->c[nc++];
-                c->tensor = i;
-                c->row = row;
-                c->a = a;
-                c->l = l;
-                c->bytes = l * r->slab;
-                c->first = row * r->gb[r->m] * r->slab + a * r->slab;
-                for (int k = 0; k < nranks && dest < 0; k++) {
-                    int d = (next + k) % nranks;
-                    if (fill[d] + c->bytes <= buffer)
-                        dest = d;
-                }
-                if (dest < 0) { /* every buffer is full: a new round */
-                    round++;
-                    memset(fill, 0, (size_t)nranks * sizeof *fill);
-                    dest = next;
-                }
-                c->dest = dest;
-                c->round = round;
-                c->stage = fill[dest];
-                fill[dest] += c->bytes;
-                if (dest == me && fill[dest] > s->need)
-                    s->need = fill[dest];
-                next = (dest + 1) % nranks;
-            }
-    }
-    free(fill);
-    s->nc = nc;
-    s->rounds = nc ? round + 1 : 0;
-    return 0;
-}
-
-/* The chunk as a box: start cs, count cc (byte dimensions). */
-static void chunk_box(const rtensor *r, const chunk *c, uint64_t *cs, uint64_t *cc)
-{
-    uint64_t row = c->row;
-    for (int d = r->m - 1; d >= 0; d--) {
-        cs[d] = row % r->gb[d];
-        cc[d] = 1;
-        row /= r->gb[d];
-    }
-    cs[r->m] = c->a;
-    cc[r->m] = c->l;
-    for (int d = r->m + 1; d < r->ndim; d++) {
-        cs[d] = 0;
-        cc[d] = r->gb[d];
-    }
-}
 
 /*
  * The datatype of a region (count cnt at lo) of a C-order array of bytes
@@ -474,33 +158,25 @@ static int add_piece(round_types *rt, int peer, int recv, MPI_Aint disp, MPI_Dat
 }
 
 /* The send and receive types of round [c0, c1) for rank me. */
-static int build_round(const plan_state *s, size_t c0, size_t c1, int me, int nranks,
+static int build_round(const mst_redist_plan *s, size_t c0, size_t c1, int me, int nranks,
                        mst_redist_data_fn data, void *ctx, round_types *rt)
 {
     int rc = MPI_SUCCESS;
     for (size_t ci = c0; ci < c1 && rc == MPI_SUCCESS; ci++) {
-        const chunk *c = &s->c[ci];
-        const rtensor *r = &s->t[c->tensor];
+        const mst_redist_chunk *c = &s->c[ci];
+        const mst_redist_tensor *r = &s->t[c->tensor];
         size_t nd = (size_t)r->ndim;
         uint64_t *cs = rt->dims, *cc = cs + nd, *lo = cc + nd, *cnt = lo + nd, *rel = cnt + nd;
-        chunk_box(r, c, cs, cc);
+        mst_redist_chunk_box(r, c, cs, cc);
         for (size_t b = 0; b < r->nstrided && rc == MPI_SUCCESS; b++) {
             const uint64_t *box = r->boxes + b * (2 + 2 * nd);
-            int owner = (int)box[0], empty = 0;
+            int owner = (int)box[0];
             const uint64_t *sb = box + 2, *cb = sb + nd;
             MPI_Aint disp;
             MPI_Datatype t;
             if (owner != me && c->dest != me)
                 continue;
-            for (size_t d = 0; d < nd && !empty; d++) {
-                uint64_t a = sb[d] > cs[d] ? sb[d] : cs[d];
-                uint64_t e1 = sb[d] + cb[d], e2 = cs[d] + cc[d];
-                uint64_t e = e1 < e2 ? e1 : e2;
-                empty = e <= a;
-                lo[d] = a;
-                cnt[d] = e - a;
-            }
-            if (empty)
+            if (!mst_redist_intersect(nd, sb, cb, cs, cc, lo, cnt))
                 continue;
             if (c->dest == me) {
                 for (size_t d = 0; d < nd; d++)
@@ -589,6 +265,8 @@ static int build_round(const plan_state *s, size_t c0, size_t c1, int me, int nr
     return rc;
 }
 
+/* ---- the writes ---------------------------------------------------------- */
+
 /* A write in flight: the bytes [pos, pos + len) of a tensor. */
 typedef struct pending {
     MPI_Request req;
@@ -601,7 +279,8 @@ typedef struct pending_list {
     size_t n, cap;
 } pending_list;
 
-static void describe_part(char *what, size_t cap, const rtensor *r, uint64_t pos, uint64_t len)
+static void describe_part(char *what, size_t cap, const mst_redist_tensor *r, uint64_t pos,
+                          uint64_t len)
 {
     char q[MST_QUOTE_MAX];
     snprintf(what, cap, "bytes %llu to %llu of tensor %s (gathered from its strided boxes)",
@@ -610,12 +289,12 @@ static void describe_part(char *what, size_t cap, const rtensor *r, uint64_t pos
 }
 
 /* Finishes every write of l; the first failure goes to err (if it has none). */
-static void wait_writes(const plan_state *s, pending_list *l, int me, const char *path,
+static void wait_writes(const mst_redist_plan *s, pending_list *l, int me, const char *path,
                         mst_err *err)
 {
     for (size_t i = 0; i < l->n; i++) {
         const pending *p = &l->p[i];
-        const rtensor *r = &s->t[p->tensor];
+        const mst_redist_tensor *r = &s->t[p->tensor];
         char what[MST_QUOTE_MAX + 120];
         mst_err e;
         mst_err_clear(&e);
@@ -629,13 +308,13 @@ static void wait_writes(const plan_state *s, pending_list *l, int me, const char
 
 /* Starts writing the chunks of [c0, c1) that this rank received, leaving out
  * the ranges of contiguous boxes (their owners write them). */
-static int start_writes(const plan_state *s, size_t c0, size_t c1, int me,
+static int start_writes(const mst_redist_plan *s, size_t c0, size_t c1, int me,
                         const unsigned char *stage, MPI_File fh, const char *path,
                         pending_list *l, mst_err *err)
 {
     for (size_t ci = c0; ci < c1; ci++) {
-        const chunk *c = &s->c[ci];
-        const rtensor *r = &s->t[c->tensor];
+        const mst_redist_chunk *c = &s->c[ci];
+        const mst_redist_tensor *r = &s->t[c->tensor];
         uint64_t pos = c->first, end = c->first + c->bytes;
         if (c->dest != me)
             continue;
@@ -675,10 +354,18 @@ static int start_writes(const plan_state *s, size_t c0, size_t c1, int me,
     return MST_OK;
 }
 
+/* "rank me: what failed: " and the MPI error string of rc, into e. */
+static void mpi_failed(mst_err *e, int code, int rc, int me, const char *what)
+{
+    char text[MPI_MAX_ERROR_STRING + 32];
+    mst_mpi_errstr(rc, text, sizeof text);
+    mst_err_set(e, code, "rank %d: %s failed: %s", me, what, text);
+}
+
 int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_data_fn data,
                      void *ctx, MPI_File fh, const char *path, uint64_t buffer, mst_err *err)
 {
-    plan_state s;
+    mst_redist_plan s;
     round_types rt;
     unsigned char *stage[2] = {NULL, NULL};
     pending_list writes[2];
@@ -704,10 +391,10 @@ int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_
     if (buf > 2 * MST_IO_CHUNK)
         buf = 2 * MST_IO_CHUNK;
     buf = buf / 2 ? buf / 2 : 1;
-    if (local.code == MST_OK && parse(tab, len, &s.t, &s.nt) != 0)
+    if (local.code == MST_OK && mst_redist_read(tab, len, &s.t, &s.nt) != 0)
         mst_err_set(&local, MST_ERR_MPI, "rank %d: the strided-box table received is malformed",
                     me);
-    if (local.code == MST_OK && cut(&s, nranks, me, buf) != 0)
+    if (local.code == MST_OK && mst_redist_cut(&s, nranks, me, buf) != 0)
         mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory cutting strided tensors",
                     me);
     for (size_t i = 0; i < s.nt; i++)
@@ -742,12 +429,9 @@ int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_
             ;
         wait_writes(&s, &writes[h], me, path, &local);
         if (local.code == MST_OK &&
-            (rc = build_round(&s, c0, c1, me, nranks, data, ctx, &rt)) != MPI_SUCCESS) {
-            char text[MPI_MAX_ERROR_STRING + 32];
-            mst_mpi_errstr(rc, text, sizeof text);
-            mst_err_set(&local, rc == MPI_ERR_NO_MEM ? MST_ERR_NO_MEMORY : MST_ERR_MPI,
-                        "rank %d: building the datatypes of strided boxes failed: %s", me, text);
-        }
+            (rc = build_round(&s, c0, c1, me, nranks, data, ctx, &rt)) != MPI_SUCCESS)
+            mpi_failed(&local, rc == MPI_ERR_NO_MEM ? MST_ERR_NO_MEMORY : MST_ERR_MPI, rc, me,
+                       "building the datatypes of strided boxes");
         if (mst_agree(comm, &local, err)) {
             free_round(&rt, nranks);
             goto out;
@@ -756,10 +440,7 @@ int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_
                            stage[h], rt.rcount, rt.rdisp, rt.rtype, comm);
         free_round(&rt, nranks);
         if (rc != MPI_SUCCESS) {
-            char text[MPI_MAX_ERROR_STRING + 32];
-            mst_mpi_errstr(rc, text, sizeof text);
-            mst_err_set(&local, MST_ERR_MPI,
-                        "rank %d: MPI_Alltoallw moving strided boxes failed: %s", me, text);
+            mpi_failed(&local, MST_ERR_MPI, rc, me, "MPI_Alltoallw moving strided boxes");
             continue;
         }
         start_writes(&s, c0, c1, me, stage[h], fh, path, &writes[h], &local);

@@ -14,7 +14,11 @@
  * the table, O(boxes of the tensors concerned); no rank holds a full tensor
  * that it did not declare, nor more of another rank's bytes than its buffer.
  * No file is opened collectively and every write is independent, so a failed
- * write on one rank can never leave the others inside a collective I/O call. */
+ * write on one rank can never leave the others inside a collective I/O call.
+ *
+ * Files: mst_redist_plan.c (the table and the chunks, no MPI; its header
+ * mst_redist_plan.h is included here) and mst_redist.c (the exchange and the
+ * writes). */
 #ifndef MST_REDIST_H
 #define MST_REDIST_H
 
@@ -24,24 +28,12 @@
 
 #include "mst_err.h"
 #include "mst_plan.h"
+#include "mst_redist_plan.h"
 
 /* Bytes of the per-rank buffers at most (the staging size, if smaller). 8 MiB
  * was faster than 16, 32 and 64 here (column splits at 2 and 4 ranks: 0.5-0.7
  * of row splits against 0.4-0.5 with 32 or 64 MiB): the chunks stay in cache. */
 #define MST_REDIST_BUFFER ((uint64_t)8 << 20)
-/* Chunks are at least this big (or the whole tensor), so small tensors are
- * not cut into crumbs. */
-#define MST_REDIST_MIN_CHUNK ((uint64_t)1 << 20)
-
-/*
- * Local (rank 0). The table of the tensors with at least one strided box:
- * their file offset, byte dimensions and name, their strided boxes (rank,
- * position in that rank's list, box in byte dimensions) and the byte ranges
- * of their contiguous boxes. `data_start` is the file offset of the data
- * section. Sets *tab = NULL, *len = 0 when no tensor has a strided box.
- */
-int mst_redist_table(const mst_decl *decls, size_t ndecls, const mst_plan *plan,
-                     uint64_t data_start, uint64_t **tab, size_t *len, mst_err *err);
 
 /* Collective over comm: rank 0's table to every rank (malloc'd into *tab). */
 int mst_redist_share(MPI_Comm comm, uint64_t **tab, size_t *len, mst_err *err);

@@ -6,7 +6,9 @@
 set(MST_FUZZ_SOURCES
     ${PROJECT_SOURCE_DIR}/src/mst_buf.c ${PROJECT_SOURCE_DIR}/src/mst_core.c
     ${PROJECT_SOURCE_DIR}/src/mst_dtype.c ${PROJECT_SOURCE_DIR}/src/mst_err.c
-    ${PROJECT_SOURCE_DIR}/src/mst_header.c ${PROJECT_SOURCE_DIR}/src/mst_utf8.c)
+    ${PROJECT_SOURCE_DIR}/src/mst_header.c ${PROJECT_SOURCE_DIR}/src/mst_header_encode.c
+    ${PROJECT_SOURCE_DIR}/src/mst_header_json.c ${PROJECT_SOURCE_DIR}/src/mst_header_parse.c
+    ${PROJECT_SOURCE_DIR}/src/mst_utf8.c)
 
 set(MST_READER_WORK ${MST_TEST_WORK}/reader)
 file(MAKE_DIRECTORY ${MST_READER_WORK})
