@@ -1,4 +1,5 @@
-# How tests are registered (included by tests/CMakeLists.txt). Three helpers:
+# How tests are registered (included by tests/CMakeLists.txt): three helpers
+# below, and mst_add_test_program (at the end) to build a C test program.
 #
 #   mst_add_mpi_test(NAME NP COMMAND program args... [WRAPPER cmd...] <common options>)
 #       A test program run under mpiexec at NP ranks: NAME.npNP.<io> for each
