@@ -3,7 +3,7 @@
 # test, slow ones included, but the install test, whose plain consumers cannot
 # load a sanitized libmst), then under valgrind memcheck (every test but the
 # slow 2 GiB ones). Leaks and errors inside Open MPI itself are suppressed
-# (tests/lsan.supp, tests/valgrind.supp, Open MPI's own suppression file);
+# (tests/common/lsan.supp, tests/common/valgrind.supp, Open MPI's own suppression file);
 # anything in mst's frames fails the run.
 #   scripts/check-memory.sh [asan|valgrind]   (default: both)
 set -eu
@@ -17,14 +17,14 @@ if [ "$what" != valgrind ]; then
     MST_BUILD="$MST_ROOT/build-asan" "$MST_ROOT/scripts/build.sh" \
         -DMST_ENABLE_SANITIZERS=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
     ASAN_OPTIONS=detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1 \
-    LSAN_OPTIONS="suppressions=$MST_ROOT/tests/lsan.supp:fast_unwind_on_malloc=0:print_suppressions=0" \
+    LSAN_OPTIONS="suppressions=$MST_ROOT/tests/common/lsan.supp:fast_unwind_on_malloc=0:print_suppressions=0" \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         ctest --test-dir "$MST_ROOT/build-asan" --output-on-failure -j "$JOBS" -LE install
 fi
 
 if [ "$what" != asan ]; then
     supp=/usr/share/openmpi/openmpi-valgrind.supp
-    vg="valgrind;--error-exitcode=99;--leak-check=full;--show-leak-kinds=definite;--errors-for-leak-kinds=definite;--track-origins=yes;--num-callers=40;--suppressions=$supp;--suppressions=$MST_ROOT/tests/valgrind.supp;--gen-suppressions=all"
+    vg="valgrind;--error-exitcode=99;--leak-check=full;--show-leak-kinds=definite;--errors-for-leak-kinds=definite;--track-origins=yes;--num-callers=40;--suppressions=$supp;--suppressions=$MST_ROOT/tests/common/valgrind.supp;--gen-suppressions=all"
     MST_BUILD="$MST_ROOT/build-valgrind" "$MST_ROOT/scripts/build.sh" \
         -DCMAKE_BUILD_TYPE=Debug "-DMST_TEST_LAUNCHER=$vg" >/dev/null
     ctest --test-dir "$MST_ROOT/build-valgrind" --output-on-failure -j "$JOBS" -LE "slow|tools|install" \

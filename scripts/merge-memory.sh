@@ -21,7 +21,7 @@ make_input() { # PATH BYTES
     /usr/bin/python3 - "$1" "$2" <<'PY'
 import json, os, struct, sys
 path, total = sys.argv[1], int(sys.argv[2])
-sys.path.insert(0, os.path.join(os.environ["MST_ROOT"], "tests"))
+sys.path.insert(0, os.path.join(os.environ["MST_ROOT"], "tests", "oracle"))
 import reference_writer as ref
 big = total * 3 // 4 // 4096 // 4 * 4
 small = (total - big * 4096) // 4 // 1000

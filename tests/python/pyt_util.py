@@ -1,6 +1,6 @@
 """Shared by the Python binding's tests: import paths, the oracle, checks.
 
-The expected bytes come from tests/reference_writer.py (header_bytes), which
+The expected bytes come from tests/oracle/reference_writer.py (header_bytes), which
 implements the reference writer's canonical layout independently of mst; the
 tensor bytes are the arrays' own little-endian C-order bytes.
 """
@@ -10,7 +10,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.normpath(os.path.join(HERE, "..", ".."))
-sys.path.insert(0, os.path.join(SRC, "tests"))
+sys.path.insert(0, os.path.join(SRC, "tests", "oracle"))
 if not os.environ.get("MST_TEST_INSTALLED"):
     sys.path.insert(0, os.path.join(SRC, "python"))
 

@@ -375,7 +375,7 @@ static void test_decode(void)
         mst_header_free(&h);
         mst_plan_free(&plan);
     }
-    /* a few rejections (the full corpus is in tests/corpus) */
+    /* a few rejections (the full corpus is in tests/reader) */
     {
         static const struct {
             const char *json;

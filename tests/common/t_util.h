@@ -1,5 +1,5 @@
 /* Helpers shared by the C tests: checks that count failures, the test data
- * rule (mirrored in tests/reference_writer.py), file and directory checks. */
+ * rule (mirrored in tests/oracle/reference_writer.py), file and directory checks. */
 #ifndef T_UTIL_H
 #define T_UTIL_H
 
@@ -44,7 +44,7 @@ static int t_rank = 0;
     } while (0)
 
 /* The test data rule: byte j of tensor `name`. Mirrored in
- * tests/reference_writer.py (data_bytes); change both or neither. */
+ * tests/oracle/reference_writer.py (data_bytes); change both or neither. */
 static inline uint32_t t_name_hash(const char *name)
 {
     uint32_t h = 2166136261u;

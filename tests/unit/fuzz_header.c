@@ -5,7 +5,7 @@
  * re-encoding of it decodes to the same tensors. A violated invariant traps.
  *
  * Built with clang -fsanitize=fuzzer,address,undefined (MST_ENABLE_FUZZING),
- * and without libFuzzer by tests/fuzz_replay.c, which feeds it saved inputs. */
+ * and without libFuzzer by tests/unit/fuzz_replay.c, which feeds it saved inputs. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>

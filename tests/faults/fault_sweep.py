@@ -2,7 +2,7 @@
 """Fails every file operation of a 4-rank save in turn (issue 5).
 
 Counts the open/write/sync/rename/close calls each rank makes on the test
-directory during one save (tests/fault_shim.c), then runs one mpirun per
+directory during one save (tests/faults/fault_shim.c), then runs one mpirun per
 call, failing exactly that call on exactly that rank: with ENOSPC, EIO,
 EDQUOT and EACCES in turn, and for writes also with a short count. Each run
 checks itself (t_faults one); this script adds a hang limit per run and the

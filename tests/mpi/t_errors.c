@@ -6,7 +6,7 @@
  *   mpirun -np N t_errors fulldisk DIR    a real full disk: DIR is a small tmpfs
  *
  * MST_TEST_RO_DIR, when set, names a directory no one can write (a read-only
- * mount, prepared by tests/with_dirs.sh). */
+ * mount, prepared by tests/common/with_dirs.sh). */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>

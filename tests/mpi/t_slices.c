@@ -2,7 +2,7 @@
  * blocks, random guillotine cuts, several boxes per rank, uneven, empty) or
  * replicated on random subsets of ranks, saved from every rank and compared
  * byte for byte with the canonical file of the full tensors, written by the
- * oracle (tests/reference_writer.py) as if one rank had saved them whole.
+ * oracle (tests/oracle/reference_writer.py) as if one rank had saved them whole.
  *
  *   t_slices describe SPEC.json
  *   mpirun -np N t_slices save OUT EXPECTED SEED [RUNS [MODE]]

@@ -1,16 +1,20 @@
 #!/bin/sh
 # Runs a test command with special directories prepared in WORKDIR:
-#   with_dirs.sh WORKDIR [--need-full] -- COMMAND...
+#   with_dirs.sh WORKDIR [--need-full|--want-full] -- COMMAND...
 # WORKDIR/ro    a directory no one can write: a read-only tmpfs when we may
 #               mount (root ignores permission bits), else mode 0555;
 #               exported as MST_TEST_RO_DIR when one could be made.
 # WORKDIR/full  with --need-full: a 1 MiB tmpfs, to fill for real. It needs
 #               root; without it the test is skipped (exit 77).
+#               With --want-full: mounted when we may, else the command runs
+#               without it (and skips its full-disk part itself).
 set -u
 work=$1
 shift
 need_full=0
+want_full=0
 if [ "$1" = "--need-full" ]; then need_full=1; shift; fi
+if [ "$1" = "--want-full" ]; then want_full=1; shift; fi
 [ "$1" = "--" ] && shift
 
 mounted=""
@@ -36,6 +40,9 @@ if [ $need_full = 1 ]; then
         exit 77
     fi
     mounted="$mounted $work/full"
+elif [ $want_full = 1 ] && [ "$(id -u)" = 0 ]; then
+    mkdir -p "$work/full"
+    mount -t tmpfs -o size=1m tmpfs "$work/full" 2>/dev/null && mounted="$mounted $work/full"
 fi
 "$@"
 rc=$?

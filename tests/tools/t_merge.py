@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Tests of mst-merge at NP ranks, against the canonical bytes of the oracle
-(tests/reference_writer.py) for the union of the inputs' tensors.
+(tests/oracle/reference_writer.py) for the union of the inputs' tensors.
 
   t_merge.py NP merges   many files with every dtype, a huge tensor shared by
                          all ranks, index files, filters, metadata, progress
@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "oracle"))
 import reference_writer as ref  # noqa: E402
 
 MERGE = os.environ["MST_MERGE"]
@@ -228,8 +228,7 @@ def case_big(np, work, big):
 
 def main():
     np, what = int(sys.argv[1]), sys.argv[2]
-    work = os.path.join(os.environ["WORK"], "merge.%s.np%d.%s" %
-                        (what, np, os.environ.get("OMPI_MCA_io", "default")))
+    work = os.environ["WORK"]  # this test's own directory
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     if what == "merges":

@@ -1,6 +1,6 @@
 /* Tests of the reader (local, no MPI runtime needed).
  *
- *   t_reader corpus DIR   every file of DIR/manifest.tsv (tests/corpus/make_corpus.py)
+ *   t_reader corpus DIR   every file of DIR/manifest.tsv (tests/reader/make_corpus.py)
  *                         gets its expected code and a message containing the expected text
  *   t_reader api DIR      the API on files written into DIR: whole tensors, byte ranges,
  *                         bounds, lookups by name with NUL bytes, metadata, FIFOs,

@@ -1,7 +1,7 @@
-/* Faults and crashes during a save (driven by tests/fault_sweep.py and
- * tests/crash_trials.py).
+/* Faults and crashes during a save (driven by tests/faults/fault_sweep.py and
+ * tests/faults/crash_trials.py).
  *
- *   mpirun -np N t_faults one DIR     with tests/fault_shim.c preloaded: one save
+ *   mpirun -np N t_faults one DIR     with tests/faults/fault_shim.c preloaded: one save
  *        over DIR/ckpt.safetensors under the configured fault, then the checks:
  *        the same code and message on every rank, the message naming the
  *        operation and the rank the fault hit, no temporary file left, the

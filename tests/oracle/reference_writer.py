@@ -15,7 +15,7 @@ It follows the reference writer (safetensors.torch.save_file, i.e. the Rust
 
 Usage: reference_writer.py SPEC.json OUT.safetensors
 SPEC: {"metadata": [[key, value], ...], "tensors": [{"name", "dtype", "shape"}]}
-Tensor data follows the rule in tests/t_util.h (t_fill).
+Tensor data follows the rule in tests/common/t_util.h (t_fill).
 """
 import json
 import struct

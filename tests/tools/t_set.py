@@ -2,7 +2,7 @@
 """Multi-file sets through mst-merge, at NP ranks:
 
   t_set.py NP roundtrip   one file -> sets of 1, 2 and many shards (against
-                          tests/reference_set.py) -> one file, byte-identical;
+                          tests/oracle/reference_set.py) -> one file, byte-identical;
                           a set replacing a previous set of more shards
   t_set.py NP failures    a set save that fails (full file system, a journal
                           left behind) keeps the previous set byte-identical;
@@ -10,7 +10,7 @@
                           settled by `mst-merge --recover` into exactly the old
                           or exactly the new set
 Environment (set by CTest): MST_MERGE, MPIEXEC, WORK (the failures case runs
-inside tests/with_dirs.sh, which provides WORK/full, a 1 MiB tmpfs).
+inside tests/common/with_dirs.sh, which provides WORK/full, a 1 MiB tmpfs).
 """
 import hashlib
 import json
@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "oracle"))
 import reference_set as rset  # noqa: E402
 import reference_writer as ref  # noqa: E402
 # mst-merge's runner and the failure list are t_merge.py's (same environment)

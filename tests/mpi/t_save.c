@@ -1,6 +1,6 @@
 /* Saves a test case from every rank and compares the file, byte for byte, with
  * the canonical bytes written by the independent oracle
- * (tests/reference_writer.py) from this program's own description of the case.
+ * (tests/oracle/reference_writer.py) from this program's own description of the case.
  *
  *   t_save describe CASE SPEC.json           (no MPI: the case for the oracle)
  *   mpirun -np N t_save save CASE OUT EXPECTED [--no-fsync] [--stream=STAGING]
@@ -8,7 +8,7 @@
  *
  * --shards: a multi-file save (mst_writer_set_max_shard_size) into the
  * directory OUT, compared file by file with the directory EXPECTED
- * (tests/reference_set.py); OUT must then hold exactly those files.
+ * (tests/oracle/reference_set.py); OUT must then hold exactly those files.
  * --stream: every other tensor is streamed through a fill callback with a
  * staging buffer of STAGING bytes (mst_writer_add_stream), and the others
  * with rows are split into two row boxes, streamed from two ranks
