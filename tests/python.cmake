@@ -43,6 +43,10 @@ set_tests_properties(python.library PROPERTIES
     ENVIRONMENT "${MST_MPI_ENV};MST_LIBRARY_BUILT=$<TARGET_FILE:mst>;CMAKE_COMMAND=${CMAKE_COMMAND};MPIEXEC=${MPIEXEC_EXECUTABLE}"
     TIMEOUT 300 LABELS "python;install" PROCESSORS 2)
 
+# libmst and mpi4py built for different MPIs: a clear MPIMismatch, not a crash (fake inputs).
+add_test(NAME python.mpi_flavour COMMAND ${MST_PYTHON} ${MST_PY_TESTS}/t_py_mpi_flavour.py ${MST_TEST_WORK}/python.mpi_flavour)
+set_tests_properties(python.mpi_flavour PROPERTIES ENVIRONMENT "${MST_MPI_ENV};${MST_PY_ENV}" TIMEOUT 120 LABELS python)
+
 # The examples: a tensor-parallel model saved from N ranks and loaded back.
 foreach(np 1 2 4)
     mst_add_mpi_test(python.example.numpy ${np}
