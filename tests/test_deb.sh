@@ -2,7 +2,7 @@
 # Builds the .deb from the build tree (cpack -G DEB), installs it into the real
 # system with dpkg -i, builds a consumer against /usr through find_package(mst)
 # and through pkg-config, runs both (a save, read back and compared), checks the
-# man pages and removes the package again (dpkg -r mst). Root only: it changes
+# man pages and removes the package again (dpkg --purge mst). Root only: it changes
 # the system (meant for a throwaway CI machine); as another user it exits 77
 # (skipped). Fails, touching nothing, when a package mst or files of an
 # unpackaged mst are already under /usr.
@@ -41,7 +41,7 @@ dpkg-deb -c "$deb" | grep -Eq ' \./usr/lib/([a-z0-9_-]+/)?libmst\.so\.0 ' || fai
 installed=0
 cleanup() {
     if [ "$installed" = 1 ]; then
-        dpkg -r mst >"$work/remove.log" 2>&1 || { cat "$work/remove.log"; echo "deb: FAIL: dpkg -r mst" >&2; exit 1; }
+        dpkg --purge mst >"$work/remove.log" 2>&1 || { cat "$work/remove.log"; echo "deb: FAIL: dpkg --purge mst" >&2; exit 1; }
     fi
 }
 trap cleanup EXIT
@@ -98,6 +98,6 @@ done
 
 cleanup
 installed=0
-dpkg-query -W -f '${Status}' mst 2>/dev/null | grep -q 'ok installed' && fail "mst still installed after dpkg -r"
-test ! -e /usr/bin/mst-inspect || fail "/usr/bin/mst-inspect left after dpkg -r"
+dpkg-query -W -f '${Status}' mst 2>/dev/null | grep -q 'ok installed' && fail "mst still installed after dpkg --purge"
+test ! -e /usr/bin/mst-inspect || fail "/usr/bin/mst-inspect left after dpkg --purge"
 echo "deb: $(basename "$deb") installs under /usr; find_package(mst) and pkg-config consumers build and run; man pages found; removed"
