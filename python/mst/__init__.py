@@ -31,10 +31,10 @@ import os
 import numpy as np
 
 from . import _lib
-from ._lib import MPI, LibraryNotFound
+from ._lib import MPI, LibraryNotFound, MPIMismatch
 
 __all__ = ["save", "load", "read_header", "Slice", "Replica", "Tensor", "Error",
-           "LibraryNotFound", "DTYPES", "version"]
+           "LibraryNotFound", "MPIMismatch", "DTYPES", "version"]
 
 # Error codes: the stable numbers of include/mst.h.
 OK = 0
