@@ -582,7 +582,7 @@ static int read_journal(const char *path, const char *id, journal *j)
     return j->nnew > 0 ? 0 : -1;
 }
 
-int mst_set_recover(const char *dir, char *report, size_t report_cap)
+int mst_shardset_recover(const char *dir, char *report, size_t report_cap)
 {
     DIR *d;
     struct dirent *e;
@@ -623,3 +623,8 @@ int mst_set_recover(const char *dir, char *report, size_t report_cap)
     return bad ? MST_ERR_IO : MST_OK;
 }
 
+/* Deprecated name of mst_shardset_recover, kept for existing programs. */
+int mst_set_recover(const char *dir, char *report, size_t report_cap)
+{
+    return mst_shardset_recover(dir, report, report_cap);
+}
