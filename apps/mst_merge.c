@@ -23,7 +23,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
 #include <mpi.h>
 
 #include "mst.h"
@@ -330,89 +329,34 @@ typedef struct index_claim {
     int file;
 } index_claim;
 
-static int read_text(const char *path, char **out)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    if (!f)
-        return fail("cannot open %s: %s", path, strerror(errno));
-    for (;;) {
-        size_t got;
-        if (n + 65536 + 1 > cap) {
-            char *b;
-            cap = cap ? 2 * cap : 1 << 20;
-            if (cap > ((size_t)1 << 31) || !(b = realloc(buf, cap))) {
-                free(buf);
-                fclose(f);
-                return fail("%s is too large for an index file", path);
-            }
-            buf = b;
-        }
-        got = fread(buf + n, 1, 65536, f);
-        n += got;
-        if (got < 65536)
-            break;
-    }
-    if (ferror(f)) {
-        free(buf);
-        fclose(f);
-        return fail("cannot read %s: %s", path, strerror(errno));
-    }
-    fclose(f);
-    buf[n] = '\0';
-    *out = buf;
-    return 0;
-}
-
 static int is_index(const char *path)
 {
     size_t n = strlen(path);
     return n >= 5 && !strcmp(path + n - 5, ".json");
 }
 
-/* Expands an index file: appends its shards to m->files and its claims. */
+/* Expands an index file (read by mst_shardset_open): appends its shards to
+ * m->files, in order of first mention, and its claims. */
 static int expand_index(merge_list *m, const char *path, index_claim **claims, size_t *nclaims,
                         size_t *ccap)
 {
-    char *text = NULL, *dir;
-    const char *slash = strrchr(path, '/');
-    cJSON *root, *wm, *e;
+    mst_shardset *ix = NULL;
+    size_t n;
     int rc = 0;
-    if (read_text(path, &text))
-        return 1;
-    root = cJSON_Parse(text);
-    free(text);
-    if (!root)
-        return fail("%s is not valid JSON", path);
-    wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
-    if (!cJSON_IsObject(wm)) {
-        cJSON_Delete(root);
-        return fail("%s has no \"weight_map\" object", path);
+    if (mst_shardset_open(&ix, path) != MST_OK) {
+        rc = fail("%s", ix ? mst_shardset_error(ix) : "out of memory");
+        mst_shardset_free(&ix);
+        return rc;
     }
-    dir = strndup(path, slash ? (size_t)(slash - path) + 1 : 0);
-    if (!dir) {
-        cJSON_Delete(root);
-        return fail("out of memory");
-    }
-    cJSON_ArrayForEach(e, wm)
-    {
-        char *shard;
+    n = mst_shardset_tensor_count(ix);
+    for (size_t k = 0; k < n; k++) {
+        const char *name, *file;
+        size_t at;
         int fi;
-        if (!cJSON_IsString(e) || !*e->valuestring || strchr(e->valuestring, '/')) {
-            rc = fail("%s: weight_map entry \"%s\" does not name a shard file in the index's "
-                      "directory",
-                      path, e->string);
-            break;
-        }
-        shard = malloc(strlen(dir) + strlen(e->valuestring) + 1);
-        if (!shard) {
-            rc = fail("out of memory");
-            break;
-        }
-        sprintf(shard, "%s%s", dir, e->valuestring);
-        fi = add_file(m, shard);
-        free(shard);
+        mst_shardset_tensor(ix, k, &name, &file);
+        for (at = 0; strcmp(mst_shardset_shard(ix, at), file) != 0; at++)
+            ;
+        fi = add_file(m, mst_shardset_shard_path(ix, at));
         if (fi < 0) {
             rc = fail("out of memory");
             break;
@@ -427,7 +371,7 @@ static int expand_index(merge_list *m, const char *path, index_claim **claims, s
             *claims = p;
             *ccap = c;
         }
-        (*claims)[*nclaims].name = strdup(e->string);
+        (*claims)[*nclaims].name = strdup(name);
         (*claims)[*nclaims].file = fi;
         if (!(*claims)[*nclaims].name) {
             rc = fail("out of memory");
@@ -435,8 +379,7 @@ static int expand_index(merge_list *m, const char *path, index_claim **claims, s
         }
         (*nclaims)++;
     }
-    free(dir);
-    cJSON_Delete(root);
+    mst_shardset_free(&ix);
     return rc;
 }
 
@@ -978,7 +921,7 @@ int main(int argc, char **argv)
         char report[8192];
         if (rank == 0) {
             FILE *f;
-            rc = mst_set_recover(o.recover, report, sizeof report);
+            rc = mst_shardset_recover(o.recover, report, sizeof report);
             f = rc ? stderr : stdout;
             if (!*report)
                 fprintf(f, "mst-merge: %s: nothing to recover\n", o.recover);

@@ -62,7 +62,7 @@
  *   the handle. Fill callbacks run on the thread that calls the commit.
  * - The writer calls MPI only inside mst_writer_open, mst_writer_commit and
  *   mst_writer_free; the add, set and error functions make no MPI call, and
- *   mst_temp_clean and mst_set_recover none at all. mst neither asks for nor
+ *   mst_temp_clean and mst_shardset_recover none at all. mst neither asks for nor
  *   checks a thread level (no MPI_Init_thread, no MPI_Query_thread): the
  *   application's level must cover how it calls those three functions:
  *   MPI_THREAD_FUNNELED from the thread that initialized MPI,
@@ -277,7 +277,7 @@ MST_API int mst_writer_set_staging(mst_writer *w, size_t bytes);
  * files and the journal. A failure before the index (or single file) is in
  * place removes the new files and moves the previous set back. A crash in
  * between leaves no loadable set (never a mix of old and new shards);
- * mst_set_recover() (or `mst-merge --recover DIR`) then restores the previous
+ * mst_shardset_recover() (or `mst-merge --recover DIR`) then restores the previous
  * set or finishes the new one. A save refuses to start while a journal is
  * left (MST_ERR_STATE). Two saves into one directory switch one after the
  * other: rank 0 holds an fcntl lock on "<dir>/.mst-set.lock" (left in place)
@@ -287,21 +287,12 @@ MST_API int mst_writer_set_staging(mst_writer *w, size_t bytes);
  * new set complete and in place (the switch may not survive a power loss);
  * if removing the old files or the journal fails, the commit still returns
  * MST_OK, and the journal left makes the next save into `dir` fail with
- * MST_ERR_STATE until mst_set_recover() has run.
+ * MST_ERR_STATE until mst_shardset_recover() has run.
  */
 MST_API int mst_writer_set_max_shard_size(mst_writer *w, uint64_t max_bytes);
 
-/*
- * Local (no MPI). Finishes or rolls back what an interrupted multi-file save
- * left in `dir` (see mst_writer_set_max_shard_size): a save whose index (or
- * single file) was renamed into place is completed (the old files removed);
- * any other is rolled back (its new files removed, the previous set moved
- * back). Writes what it did into `report` (may be NULL). MST_OK when nothing
- * was left or everything was repaired; MST_ERR_IO otherwise;
- * MST_ERR_INVALID_ARGUMENT for a NULL dir. It takes no lock and cannot tell
- * a crashed save's journal from a running one's: run it only while no save
- * into `dir` is running.
- */
+/* Deprecated: the former name of mst_shardset_recover (mst_reader.h), kept
+ * so that existing programs compile and link unchanged. */
 MST_API int mst_set_recover(const char *dir, char *report, size_t report_cap);
 
 /*

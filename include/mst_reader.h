@@ -215,6 +215,59 @@ MST_API int mst_reader_read_len(mst_reader *r, const char *name, size_t name_len
 MST_API int mst_reader_read_index(mst_reader *r, size_t i, uint64_t offset, void *buf,
                                   uint64_t len);
 
+/* ------------------------------------------------------------------------ */
+/* Hugging Face multi-file sets (local, no MPI). Every public function for  */
+/* sets is named mst_shardset_*.                                            */
+
+typedef struct mst_shardset mst_shardset;
+
+/*
+ * Local. Reads and validates the index of a set: `path` is the index file
+ * (model.safetensors.index.json) or the set's directory. Valid: JSON with a
+ * "weight_map" object whose values are shard file names (plain names in the
+ * index's directory: no '/', not "." or ".."), and, if present,
+ * "metadata": {"total_size": N} with N a non-negative integer. The shards
+ * themselves are not opened. Returns MST_OK, MST_ERR_IO (cannot open or
+ * read), MST_ERR_FORMAT (not a valid index), MST_ERR_NO_MEMORY or
+ * MST_ERR_INVALID_ARGUMENT (NULL). On failure *s is still set (NULL only if
+ * out of memory) so that mst_shardset_error can tell why; free it in every
+ * case with mst_shardset_free.
+ */
+MST_API int mst_shardset_open(mst_shardset **s, const char *path);
+/* Local. The message of a failed open ("" after a successful one). */
+MST_API const char *mst_shardset_error(const mst_shardset *s);
+/* Local. The shard files the weight_map names, sorted (strcmp), each once:
+ * the name as in the index, and its path (the index's directory + name). */
+MST_API size_t mst_shardset_shard_count(const mst_shardset *s);
+MST_API const char *mst_shardset_shard(const mst_shardset *s, size_t i);
+MST_API const char *mst_shardset_shard_path(const mst_shardset *s, size_t i);
+/* Local. The weight_map's entries in the index's order: tensor name and its
+ * shard file (the same pointer as mst_shardset_shard gives). A name given
+ * twice is listed twice. MST_ERR_NOT_FOUND past the end. */
+MST_API size_t mst_shardset_tensor_count(const mst_shardset *s);
+MST_API int mst_shardset_tensor(const mst_shardset *s, size_t i, const char **name,
+                                const char **shard);
+/* Local. The shard of tensor `name` (of a name given twice, the first);
+ * MST_ERR_NOT_FOUND if the weight_map lacks it. */
+MST_API int mst_shardset_find(const mst_shardset *s, const char *name, const char **shard);
+/* Local. metadata.total_size: *present 0 when the index has none. */
+MST_API int mst_shardset_total_size(const mst_shardset *s, uint64_t *out, int *present);
+/* Local. NULL-safe; sets *s to NULL. */
+MST_API void mst_shardset_free(mst_shardset **s);
+
+/*
+ * Local (no MPI). Finishes or rolls back what an interrupted multi-file save
+ * left in `dir` (see mst_writer_set_max_shard_size in mst.h): a save whose index (or
+ * single file) was renamed into place is completed (the old files removed);
+ * any other is rolled back (its new files removed, the previous set moved
+ * back). Writes what it did into `report` (may be NULL). MST_OK when nothing
+ * was left or everything was repaired; MST_ERR_IO otherwise;
+ * MST_ERR_INVALID_ARGUMENT for a NULL dir. It takes no lock and cannot tell
+ * a crashed save's journal from a running one's: run it only while no save
+ * into `dir` is running.
+ */
+MST_API int mst_shardset_recover(const char *dir, char *report, size_t report_cap);
+
 #ifdef __cplusplus
 }
 #endif

@@ -22,6 +22,11 @@ int mst_err_set(mst_err *e, int code, const char *fmt, ...)
 
 void mst_err_clear(mst_err *e);
 
+/* Text of an MPI error code and its class: "MPI_ERR_IO: input/output error
+ * (MPI error class 32)". In mst_err_mpi.c: the library links MPI, the pure
+ * core (mst_core: unit tests, fuzzing) does not. */
+void mst_mpi_errstr(int mpi_code, char *buf, size_t cap);
+
 /* Writes `s` (len bytes, any content) into out as a double-quoted, printable
  * string: JSON-style escapes, invalid UTF-8 bytes as \xNN, cut to at most
  * `limit` source bytes with "..." appended. Always NUL-terminates. Returns out. */

@@ -7,16 +7,6 @@
 
 #include "mst.h"
 
-void mst_mpi_errstr(int mpi_code, char *buf, size_t cap)
-{
-    char text[MPI_MAX_ERROR_STRING];
-    int len = 0, cls = 0;
-    if (MPI_Error_string(mpi_code, text, &len) != MPI_SUCCESS)
-        snprintf(text, sizeof text, "MPI error %d", mpi_code);
-    MPI_Error_class(mpi_code, &cls);
-    snprintf(buf, cap, "%s (MPI error class %d)", text, cls);
-}
-
 static int mpi_fail(mst_err *err, MPI_Comm comm, const char *call, int rc)
 {
     char text[MPI_MAX_ERROR_STRING + 32];

@@ -21,9 +21,6 @@
  */
 int mst_agree(MPI_Comm comm, const mst_err *mine, mst_err *out);
 
-/* Text of an MPI error code: "MPI_ERR_IO: input/output error". */
-void mst_mpi_errstr(int mpi_code, char *buf, size_t cap);
-
 /* Local. Packs one rank's declarations for the gather: the counts first,
  * then exactly nt tensors, then exactly nkv metadata entries. */
 void mst_pack_counts(mst_buf *out, size_t nt, size_t nkv);

@@ -6,10 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "mst.h"
@@ -17,91 +15,9 @@
 
 #define PATH_QUOTE 512
 
-/* The directory part of path ("." when there is none); malloc'd. */
-static char *dir_of(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char *d;
-    if (!slash)
-        return strdup(".");
-    if (slash == path)
-        return strdup("/");
-    d = malloc((size_t)(slash - path) + 1);
-    if (d) {
-        memcpy(d, path, (size_t)(slash - path));
-        d[slash - path] = '\0';
-    }
-    return d;
-}
-
 static const char *qpath(char *buf, size_t cap, const char *path)
 {
     return mst_quote(buf, cap, path, strlen(path), 400);
-}
-
-int mst_io_check_target(const char *path, mst_err *err)
-{
-    char qd[PATH_QUOTE], qp[PATH_QUOTE];
-    struct stat st;
-    char *dir = dir_of(path);
-    if (!dir)
-        return mst_err_set(err, MST_ERR_NO_MEMORY, "rank 0: out of memory");
-    qpath(qd, sizeof qd, dir);
-    qpath(qp, sizeof qp, path);
-    if (stat(dir, &st) != 0) {
-        int e = errno;
-        free(dir);
-        return mst_err_set(err, MST_ERR_TARGET_DIR,
-                           "rank 0: directory %s of target %s %s", qd, qp,
-                           e == ENOENT ? "does not exist" : strerror(e));
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        free(dir);
-        return mst_err_set(err, MST_ERR_TARGET_DIR, "rank 0: %s (of target %s) is not a directory",
-                           qd, qp);
-    }
-    if (access(dir, W_OK | X_OK) != 0) {
-        int e = errno;
-        free(dir);
-        return mst_err_set(err, MST_ERR_TARGET_DIR,
-                           "rank 0: directory %s of target %s is not writable: %s", qd, qp,
-                           strerror(e));
-    }
-    free(dir);
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        return mst_err_set(err, MST_ERR_TARGET_DIR, "rank 0: target %s is a directory", qp);
-    return MST_OK;
-}
-
-char *mst_io_temp_name(const char *path)
-{
-    char host[64] = "host", *name;
-    unsigned long long rnd = 0;
-    size_t n;
-    if (gethostname(host, sizeof host) != 0)
-        strcpy(host, "host");
-    host[sizeof host - 1] = '\0';
-    /* short name, and only characters that are safe in a file name */
-    for (char *c = host; *c; c++) {
-        if (*c == '.') {
-            *c = '\0';
-            break;
-        }
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-              *c == '-' || *c == '_'))
-            *c = '_';
-    }
-    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        rnd = ((unsigned long long)ts.tv_nsec << 20) ^ (unsigned long long)ts.tv_sec ^
-              ((unsigned long long)getpid() << 40) ^ (unsigned long long)(uintptr_t)&ts;
-    }
-    n = strlen(path) + strlen(host) + 64;
-    name = malloc(n);
-    if (name)
-        snprintf(name, n, "%s.tmp-mst.%s.%ld.%016llx", path, host, (long)getpid(), rnd);
-    return name;
 }
 
 /* The MPI error text, plus errno when the call left one behind: ROMIO keeps
@@ -592,74 +508,4 @@ int mst_io_sync_close(MPI_File *fh, int sync, int collective, int rank, mst_err 
                            why);
     }
     return MST_OK;
-}
-
-int mst_io_check_size(const char *tmp, uint64_t expected_size, mst_err *err)
-{
-    char qt[PATH_QUOTE];
-    struct stat st;
-    qpath(qt, sizeof qt, tmp);
-    if (stat(tmp, &st) != 0)
-        return mst_err_set(err, MST_ERR_IO, "rank 0: stat of temporary file %s failed: %s", qt,
-                           strerror(errno));
-    if ((uint64_t)st.st_size != expected_size)
-        return mst_err_set(err, MST_ERR_IO,
-                           "rank 0: temporary file %s has %llu bytes, expected %llu", qt,
-                           (unsigned long long)st.st_size, (unsigned long long)expected_size);
-    return MST_OK;
-}
-
-int mst_io_commit(const char *tmp, const char *path, uint64_t expected_size, int durable,
-                  mst_err *err)
-{
-    char qt[PATH_QUOTE], qp[PATH_QUOTE], qd[PATH_QUOTE];
-    char *dir;
-    int fd;
-    qpath(qt, sizeof qt, tmp);
-    qpath(qp, sizeof qp, path);
-    if (mst_io_check_size(tmp, expected_size, err) != MST_OK)
-        return err->code;
-    /* Everything that can fail without touching the target comes first: the
-     * directory is opened before the rename, so only its fsync can fail after. */
-    fd = -1;
-    if (durable) {
-        dir = dir_of(path);
-        if (!dir)
-            return mst_err_set(err, MST_ERR_NO_MEMORY, "rank 0: out of memory");
-        qpath(qd, sizeof qd, dir);
-        fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        free(dir);
-        if (fd < 0)
-            return mst_err_set(err, MST_ERR_IO,
-                               "rank 0: opening directory %s (to fsync it after the rename) "
-                               "failed: %s",
-                               qd, strerror(errno));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        return mst_err_set(err, MST_ERR_IO, "rank 0: rename of %s to %s failed: %s", qt, qp,
-                           strerror(e));
-    }
-    if (!durable)
-        return MST_OK;
-    if (fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        return mst_err_set(err, MST_ERR_IO,
-                           "rank 0: %s is complete and in place, but fsync of directory %s "
-                           "failed (%s): the rename may not survive a crash",
-                           qp, qd, strerror(e));
-    }
-    /* The fsync succeeded, so the rename is durable; a failing close of a
-     * read-only directory descriptor loses nothing and is not a failed save. */
-    (void)close(fd);
-    return MST_OK;
-}
-
-void mst_io_discard(const char *tmp)
-{
-    if (tmp)
-        unlink(tmp);
 }

@@ -1,6 +1,7 @@
-/* File operations of a save: target checks, the temporary file, counted
- * chunked writes, sync, close, the atomic rename. Each MPI file is opened on
- * MPI_COMM_SELF: a failure on one rank is then a local return value that the
+/* MPI-IO of a save: opening the temporary file, counted chunked writes,
+ * collective writes of strided boxes, sync, close (the POSIX steps around
+ * them, target checks to rename, are in mst_commit.h). Each MPI file is
+ * opened on MPI_COMM_SELF: a failure on one rank is then a local return value that the
  * writer agrees on, never a collective call some ranks did not reach. */
 #ifndef MST_IO_H
 #define MST_IO_H
@@ -14,14 +15,6 @@
 #define MST_IO_CHUNK ((uint64_t)1 << 30)
 /* Bytes read at a time when strided boxes are read back and compared. */
 #define MST_IO_VERIFY_CHUNK ((uint64_t)8 << 20)
-
-/* Local (rank 0). The target's directory exists, is a directory and is
- * writable; the target is not a directory. */
-int mst_io_check_target(const char *path, mst_err *err);
-
-/* Local. A fresh temporary name beside path:
- * "<path>.tmp-mst.<host>.<pid>.<16 hex digits>"; malloc'd, NULL if out of memory. */
-char *mst_io_temp_name(const char *path);
 
 /* Local. Creates (rank 0, exclusive) or opens (other ranks) the temporary file
  * for writing, with the caller's hints. With `exists` (may be NULL): set to 1
@@ -91,16 +84,5 @@ int mst_io_verify_boxes(const char *path, MPI_Info hints, const mst_io_box *boxe
  * `collective`: collective writes happened (the message may then say that one
  * of them could have failed unreported). */
 int mst_io_sync_close(MPI_File *fh, int sync, int collective, int rank, mst_err *err);
-
-/* Local (rank 0). The temporary file has exactly expected_size bytes. */
-int mst_io_check_size(const char *tmp, uint64_t expected_size, mst_err *err);
-
-/* Local (rank 0). Checks the temporary file's size, renames it over path and,
- * with durable, fsyncs the directory. */
-int mst_io_commit(const char *tmp, const char *path, uint64_t expected_size, int durable,
-                  mst_err *err);
-
-/* Local (rank 0). Removes the temporary file; a missing file is fine. */
-void mst_io_discard(const char *tmp);
 
 #endif

@@ -7,13 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "mst.h"
-#include "mst_io.h"
+#include "mst_commit.h"
 
 char *mst_set_shard_path(const char *dir, int k, int n)
 {
@@ -152,16 +150,6 @@ static int exists(const char *dir, const char *a, const char *b)
     return r;
 }
 
-static int sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
-    if (fd < 0)
-        return -1;
-    rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 /* Is name a file of a Hugging Face set (what a new set replaces)? */
 static int is_set_file(const char *name)
 {
@@ -249,7 +237,7 @@ static int journal_write(const char *dir, const journal *j, int durable)
         mst_buf_putc(&b, '\n');
     }
     if (path && tmp && mst_buf_ok(&b) && write_file(path, tmp, b.data, b.len, durable) == 0 &&
-        (!durable || sync_dir(dir) == 0))
+        (!durable || mst_commit_sync_dir(dir) == 0))
         rc = 0;
     mst_buf_free(&b);
     free(path);
@@ -304,12 +292,12 @@ static int journal_settle(const char *dir, const journal *j, char *report, size_
             free(to);
         }
     }
-    sync_dir(dir);
+    mst_commit_sync_dir(dir);
     jp = journal_path(dir, j->id, "");
     if (!bad && jp && unlink(jp) != 0 && errno != ENOENT)
         bad = 1;
     free(jp);
-    sync_dir(dir);
+    mst_commit_sync_dir(dir);
     if (report) {
         size_t used = strlen(report);
         if (used < cap)
@@ -349,7 +337,7 @@ int mst_set_check_dir(const char *dir, mst_err *err)
             /* the message first: e points into d */
             mst_err_set(err, MST_ERR_STATE,
                         "rank 0: an interrupted save left %s/%s; run mst-merge --recover %s "
-                        "(mst_set_recover) first",
+                        "(mst_shardset_recover) first",
                         q, e->d_name, q);
             closedir(d);
             return err->code;
@@ -410,7 +398,6 @@ static int set_commit_locked(const char *dir, int n, char **tmps, const mst_buf 
 {
     journal j;
     char *index_path = NULL, *index_tmp = NULL, q[520];
-    unsigned long long rnd = 0;
     DIR *d;
     struct dirent *e;
     int step_failed = 0, saved = 0;
@@ -418,14 +405,12 @@ static int set_commit_locked(const char *dir, int n, char **tmps, const mst_buf 
     memset(&j, 0, sizeof j);
     mst_quote(q, sizeof q, dir, strlen(dir), 400);
 
-    if (getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
-        rnd = (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 32);
-    snprintf(j.id, sizeof j.id, "%016llx", rnd);
+    mst_commit_random_id(j.id);
 
     /* the index under a temporary name */
     if (n > 1) {
         index_path = join(dir, MST_SET_INDEX, NULL);
-        index_tmp = index_path ? mst_io_temp_name(index_path) : NULL;
+        index_tmp = index_path ? mst_commit_temp_name(index_path) : NULL;
         if (!index_tmp) {
             free(index_path);
             return mst_err_set(err, MST_ERR_NO_MEMORY, "rank 0: out of memory");
@@ -505,7 +490,7 @@ static int set_commit_locked(const char *dir, int n, char **tmps, const mst_buf 
         free(from);
         free(to);
     }
-    if (!step_failed && durable && sync_dir(dir) != 0) {
+    if (!step_failed && durable && mst_commit_sync_dir(dir) != 0) {
         saved = errno;
         step_failed = 1;
         what = "syncing the directory";
@@ -527,7 +512,7 @@ static int set_commit_locked(const char *dir, int n, char **tmps, const mst_buf 
                     what, q, strerror(saved));
         goto out;
     }
-    if (durable && sync_dir(dir) != 0) {
+    if (durable && mst_commit_sync_dir(dir) != 0) {
         mst_err_set(err, MST_ERR_IO,
                     "rank 0: the new set is in place in %s, but fsync of the directory failed "
                     "(%s): the switch may not survive a crash",
@@ -597,7 +582,7 @@ static int read_journal(const char *path, const char *id, journal *j)
     return j->nnew > 0 ? 0 : -1;
 }
 
-int mst_set_recover(const char *dir, char *report, size_t report_cap)
+int mst_shardset_recover(const char *dir, char *report, size_t report_cap)
 {
     DIR *d;
     struct dirent *e;
@@ -636,4 +621,10 @@ int mst_set_recover(const char *dir, char *report, size_t report_cap)
     }
     closedir(d);
     return bad ? MST_ERR_IO : MST_OK;
+}
+
+/* Deprecated name of mst_shardset_recover, kept for existing programs. */
+int mst_set_recover(const char *dir, char *report, size_t report_cap)
+{
+    return mst_shardset_recover(dir, report, report_cap);
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "mst.h"
+#include "mst_commit.h"
 #include "mst_io.h"
 
 static int lock_byte(int fd, short type)
@@ -41,7 +42,7 @@ int mst_temp_create(const char *path, MPI_Info hints, char **tmp_out, int *lock_
     *fh = MPI_FILE_NULL;
     for (int attempt = 0; attempt < 8; attempt++) {
         struct stat a, b;
-        char *tmp = mst_io_temp_name(path);
+        char *tmp = mst_commit_temp_name(path);
         MPI_File f = MPI_FILE_NULL;
         mst_err e2;
         int fd, taken = 0;
@@ -202,22 +203,6 @@ static int process_alive(long pid)
     return 1;
 }
 
-static void short_host(char *host, size_t cap)
-{
-    if (gethostname(host, cap) != 0)
-        snprintf(host, cap, "host");
-    host[cap - 1] = '\0';
-    for (char *c = host; *c; c++) {
-        if (*c == '.') {
-            *c = '\0';
-            break;
-        }
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-              *c == '-' || *c == '_'))
-            *c = '_';
-    }
-}
-
 int mst_temp_clean(const char *path, int min_age_s, int dry_run, int *verdict)
 {
     char host[64], me[64];
@@ -242,7 +227,7 @@ int mst_temp_clean(const char *path, int min_age_s, int dry_run, int *verdict)
         free(tmp);
         if (lstat(path, &a) != 0 || !S_ISREG(a.st_mode))
             return MST_OK;
-        short_host(me, sizeof me);
+        mst_commit_host(me, sizeof me);
         same_host = strcmp(host, me) == 0;
         if (base_exists || (same_host && process_alive(pid)) ||
             (!same_host && time(NULL) - a.st_mtime < (time_t)min_age_s)) {
@@ -258,7 +243,7 @@ int mst_temp_clean(const char *path, int min_age_s, int dry_run, int *verdict)
         return errno == ENOENT ? MST_OK : MST_ERR_IO;
     if (!S_ISREG(a.st_mode))
         return MST_OK;
-    short_host(me, sizeof me);
+    mst_commit_host(me, sizeof me);
     same_host = strcmp(host, me) == 0;
     if (same_host)
         alive = process_alive(pid);
