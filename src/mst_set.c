@@ -252,16 +252,28 @@ static int journal_write(const char *dir, const journal *j, int durable)
  */
 static int journal_settle(const char *dir, const journal *j, char *report, size_t cap)
 {
-    int committed, bad = 0;
+    int committed, bad = 0, left = 0;
     const char *ctmp = j->tmp[j->nnew - 1], *cfin = j->fin[j->nnew - 1];
     char prefix[64], *jp;
     snprintf(prefix, sizeof prefix, ".mst-old.%s.", j->id);
     committed = !exists(dir, ctmp, NULL) && exists(dir, cfin, NULL);
     if (committed) {
+        /* The new set is in place: an old file that cannot be removed stays
+         * under its ".mst-old." name, which blocks nothing, and the journal
+         * goes all the same, so that recovery always converges. */
         for (int i = 0; i < j->nold; i++) {
             char *p = join(dir, prefix, j->old[i]);
-            if (!p || (unlink(p) != 0 && errno != ENOENT))
+            if (!p) {
                 bad = 1;
+            } else if (unlink(p) != 0 && errno != ENOENT && rmdir(p) != 0 && errno != ENOENT) {
+                left++;
+                if (report) {
+                    size_t used = strlen(report);
+                    if (used < cap)
+                        snprintf(report + used, cap - used, "%s: left %s%s: %s\n", dir, prefix,
+                                 j->old[i], strerror(errno));
+                }
+            }
             free(p);
         }
     } else {
@@ -303,7 +315,9 @@ static int journal_settle(const char *dir, const journal *j, char *report, size_
         if (used < cap)
             snprintf(report + used, cap - used, "%s: %s the save of %s%s\n", dir,
                      committed ? "finished" : "rolled back", cfin,
-                     bad ? " (some files could not be handled)" : "");
+                     bad    ? " (some files could not be handled)"
+                     : left ? " (old files left, listed above)"
+                            : "");
     }
     return bad ? -1 : 0;
 }
@@ -333,6 +347,19 @@ int mst_set_check_dir(const char *dir, mst_err *err)
                            strerror(errno));
     while ((e = readdir(d))) {
         size_t n = strlen(e->d_name);
+        struct stat est;
+        /* A save moves every set file aside and removes it after the switch:
+         * one it could rename but never remove (a directory, a FIFO) would
+         * leave a journal behind for ever. Refused before anything changes. */
+        if (is_set_file(e->d_name) && fstatat(dirfd(d), e->d_name, &est, AT_SYMLINK_NOFOLLOW) == 0 &&
+            !S_ISREG(est.st_mode) && !S_ISLNK(est.st_mode)) {
+            mst_err_set(err, MST_ERR_TARGET_DIR,
+                        "rank 0: %s/%s is %s, not a regular file: a set save replaces every "
+                        "file of that name; move it away first",
+                        q, e->d_name, S_ISDIR(est.st_mode) ? "a directory" : "a special file");
+            closedir(d);
+            return err->code;
+        }
         if (!strncmp(e->d_name, ".mst-set.", 9) && n > 8 && !strcmp(e->d_name + n - 8, ".journal")) {
             /* the message first: e points into d */
             mst_err_set(err, MST_ERR_STATE,
@@ -518,8 +545,13 @@ static int set_commit_locked(const char *dir, int n, char **tmps, const mst_buf 
                     "(%s): the switch may not survive a crash",
                     q, strerror(errno));
     }
-    /* committed: the old files and the journal go */
-    journal_settle(dir, &j, NULL, 0);
+    /* committed: the old files and the journal go; a journal left behind
+     * would stop the next save, so that is a failure to report */
+    if (journal_settle(dir, &j, NULL, 0) != 0 && err->code == MST_OK)
+        mst_err_set(err, MST_ERR_IO,
+                    "rank 0: the new set is in place in %s, but its journal .mst-set.%s.journal "
+                    "could not be removed: run mst-merge --recover %s",
+                    q, j.id, q);
     goto out;
 
 oom:

@@ -197,6 +197,65 @@ def case_failures(np, work):
     else:
         print("no tmpfs at %s (not root): full-disk case not run" % full)
 
+    # a directory (or FIFO) named like a set file: refused before anything
+    # changes, no journal left, and the next save works once it is gone
+    for kind in ("model-00003-of-00009.safetensors", "model.safetensors",
+                 "model.safetensors.index.json", "fifo:model-00001-of-00002.safetensors"):
+        d = os.path.join(work, "blocked")
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        rset.write_set(make_spec(14, 6), 2000, d)
+        name = kind.split(":")[-1]
+        if kind.startswith("fifo:"):
+            os.mkfifo(os.path.join(d, name))
+        else:
+            shutil.rmtree(os.path.join(d, name), ignore_errors=True)
+            if os.path.exists(os.path.join(d, name)):
+                os.remove(os.path.join(d, name))
+            os.makedirs(os.path.join(d, name, "inside"))
+        before = sorted(os.listdir(d))
+        r = merge(np, "--quiet", "--max-shard-size", "4000", "-o", d, one)
+        what = "a special file" if kind.startswith("fifo:") else "a directory"
+        check(r.returncode == 1 and ("%s is %s, not a regular file" % (name, what)) in r.stderr,
+              "%s in the set directory: exit %d: %s" % (kind, r.returncode, r.stderr))
+        check(sorted(os.listdir(d)) == before,
+              "%s: the directory changed: %s" % (kind, sorted(os.listdir(d))))
+        if kind.startswith("fifo:"):
+            os.remove(os.path.join(d, name))
+        else:
+            shutil.rmtree(os.path.join(d, name))
+        r = merge(np, "--quiet", "--max-shard-size", "4000", "-o", d, one)
+        check(r.returncode == 0, "%s removed, the save: exit %d: %s" % (kind, r.returncode,
+                                                                       r.stderr))
+        check(not [n for n in os.listdir(d) if n.startswith(".mst-")
+                   and n != ".mst-set.lock"],
+              "%s: leftovers after the save: %s" % (kind, sorted(os.listdir(d))))
+        r = merge(1, "--recover", d)
+        check(r.returncode == 0 and "nothing to recover" in r.stdout,
+              "%s: --recover after the save: %s %s" % (kind, r.stdout, r.stderr))
+
+    # a finished switch whose old file cannot be removed (a directory moved
+    # aside by an older mst): recovery finishes it, and converges
+    d = os.path.join(work, "stuck")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    ref.write(make_spec(15, 3), os.path.join(d, "model.safetensors"))
+    jid = "00112233445566ff"
+    os.makedirs(os.path.join(d, ".mst-old.%s.model-00003-of-00009.safetensors" % jid, "x"))
+    with open(os.path.join(d, ".mst-set.%s.journal" % jid), "w") as f:
+        f.write("mst-set-journal 1\nnew model.safetensors.tmp-mst.h.1.%s model.safetensors\n"
+                "old model-00003-of-00009.safetensors\n" % jid)
+    r = merge(1, "--recover", d)
+    check(r.returncode == 0 and "finished the save of model.safetensors (old files left" in r.stdout
+          and "left .mst-old.%s.model-00003-of-00009.safetensors" % jid in r.stdout,
+          "stuck old directory: exit %d: %s %s" % (r.returncode, r.stdout, r.stderr))
+    r = merge(1, "--recover", d)
+    check(r.returncode == 0 and "nothing to recover" in r.stdout,
+          "stuck old directory: a second --recover: %s %s" % (r.stdout, r.stderr))
+    r = merge(np, "--quiet", "--max-shard-size", "4000", "-o", d, one)
+    check(r.returncode == 0, "stuck old directory: the next save: exit %d: %s" %
+          (r.returncode, r.stderr))
+
     # states of an interrupted switch, settled by --recover
     old_spec = make_spec(13, 9)
     new_spec = spec
