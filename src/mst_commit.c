@@ -69,13 +69,23 @@ void mst_commit_host(char *host, size_t cap)
 char *mst_commit_temp_name(const char *path)
 {
     char host[64], id[17], *name;
-    size_t n;
+    const char *slash = strrchr(path, '/');
+    size_t keep = strlen(path), base = slash ? keep - (size_t)(slash + 1 - path) : keep, n;
+    /* The file name part is cut to MST_COMMIT_TEMP_BASE bytes (not inside a
+     * UTF-8 sequence), so that the temporary's own name stays short enough for
+     * MPI-IO whatever the target's (see mst_io_open). */
+    if (base > MST_COMMIT_TEMP_BASE) {
+        keep -= base - MST_COMMIT_TEMP_BASE;
+        while (keep > 0 && ((unsigned char)path[keep] & 0xC0) == 0x80)
+            keep--;
+    }
     mst_commit_host(host, sizeof host);
     mst_commit_random_id(id);
-    n = strlen(path) + strlen(host) + 64;
+    n = keep + strlen(host) + 64;
     name = malloc(n);
     if (name)
-        snprintf(name, n, "%s%s%s.%ld.%s", path, MST_TEMP_MARK, host, (long)getpid(), id);
+        snprintf(name, n, "%.*s%s%s.%ld.%s", (int)keep, path, MST_TEMP_MARK, host, (long)getpid(),
+                 id);
     return name;
 }
 
@@ -110,7 +120,61 @@ int mst_commit_check_target(const char *path, mst_err *err)
     free(dir);
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         return mst_err_set(err, MST_ERR_TARGET_DIR, "rank 0: target %s is a directory", qp);
+    /* a FIFO or a device stays what it is: a save would replace it with a
+     * regular file (mst-merge -o /dev/null as root) */
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return mst_err_set(err, MST_ERR_TARGET_DIR,
+                           "rank 0: target %s is %s, not a regular file: mst replaces only "
+                           "regular files",
+                           qp,
+                           S_ISFIFO(st.st_mode)  ? "a FIFO"
+                           : S_ISCHR(st.st_mode) ? "a character device"
+                           : S_ISBLK(st.st_mode) ? "a block device"
+                           : S_ISSOCK(st.st_mode) ? "a socket"
+                                                  : "a special file");
     return MST_OK;
+}
+
+char *mst_commit_resolve(const char *path, mst_err *err)
+{
+    char qp[PATH_QUOTE];
+    char *cur = strdup(path);
+    for (int hops = 0; cur; hops++) {
+        struct stat st;
+        char *link, *next, *dir;
+        ssize_t n;
+        if (lstat(cur, &st) != 0 || !S_ISLNK(st.st_mode))
+            return cur; /* a file, nothing yet, or an error check_target names */
+        if (hops == 40) {
+            free(cur);
+            mst_err_set(err, MST_ERR_TARGET_DIR,
+                        "rank 0: target %s: too many levels of symbolic links",
+                        qpath(qp, sizeof qp, path));
+            return NULL;
+        }
+        link = malloc((size_t)st.st_size + 2);
+        n = link ? readlink(cur, link, (size_t)st.st_size + 1) : -1;
+        if (n < 0 || n > st.st_size) {
+            /* changed under us or unreadable: let the save go to the link itself */
+            free(link);
+            return cur;
+        }
+        link[n] = '\0';
+        if (link[0] == '/' || !strchr(cur, '/')) {
+            next = link;
+        } else {
+            dir = dir_of(cur);
+            next = dir ? malloc(strlen(dir) + strlen(link) + 2) : NULL;
+            if (next)
+                sprintf(next, "%s/%s", dir, link);
+            free(dir);
+            free(link);
+        }
+        free(cur);
+        cur = next;
+    }
+    mst_err_set(err, MST_ERR_NO_MEMORY, "rank 0: out of memory");
+    return NULL;
 }
 
 int mst_commit_check_size(const char *tmp, uint64_t expected_size, mst_err *err)
@@ -150,11 +214,17 @@ int mst_commit_rename(const char *tmp, const char *path, uint64_t expected_size,
 {
     char qt[PATH_QUOTE], qp[PATH_QUOTE], qd[PATH_QUOTE];
     char *dir;
+    struct stat st;
     int fd;
     qpath(qt, sizeof qt, tmp);
     qpath(qp, sizeof qp, path);
     if (mst_commit_check_size(tmp, expected_size, err) != MST_OK)
         return err->code;
+    /* the mode of the file it replaces, exactly (mst_temp_create gave it that
+     * plus the owner's read and write, for the writes) */
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && chmod(tmp, st.st_mode & 07777) != 0)
+        return mst_err_set(err, MST_ERR_IO, "rank 0: setting the mode of %s to %04o failed: %s",
+                           qt, (unsigned)(st.st_mode & 07777), strerror(errno));
     /* Everything that can fail without touching the target comes first: the
      * directory is opened before the rename, so only its fsync can fail after. */
     fd = -1;

@@ -2,9 +2,10 @@
  * 0 alone, plain POSIX, no MPI. Used by the single-file save (mst_save.c)
  * and by the switch of a multi-file set (mst_set.c):
  *
- *   1. mst_commit_check_target  before anything is created: the target's
+ *   1. mst_commit_resolve       a symbolic link at the target is followed;
+ *      mst_commit_check_target  before anything is created: the target's
  *                               directory exists and is writable, the target
- *                               is not a directory;
+ *                               is a regular file or nothing yet;
  *   2. mst_commit_temp_name     the temporary file's name beside the target
  *                               (mst_temp.c creates and locks it);
  *   3. mst_commit_check_size    after every rank synced and closed it: it has
@@ -31,11 +32,20 @@ void mst_commit_random_id(char id[17]);
 void mst_commit_host(char *host, size_t cap);
 
 /* A fresh temporary name beside path:
- * "<path>.tmp-mst.<host>.<pid>.<16 hex digits>"; malloc'd, NULL if out of memory. */
+ * "<path>.tmp-mst.<host>.<pid>.<16 hex digits>", the file name part of path
+ * cut to MST_COMMIT_TEMP_BASE bytes; malloc'd, NULL if out of memory. */
+#define MST_COMMIT_TEMP_BASE 100
 char *mst_commit_temp_name(const char *path);
 
-/* The target's directory exists, is a directory and is writable; the target
- * is not a directory. */
+/* The file a save to `path` replaces: `path`, or, when it is a symbolic link,
+ * where the link leads (followed to the end, relative links from their own
+ * directory), so that "latest -> step_1000.safetensors" stays a link and
+ * step_1000.safetensors gets the new bytes. malloc'd; NULL (err set) when out
+ * of memory or after 40 links. */
+char *mst_commit_resolve(const char *path, mst_err *err);
+
+/* The target's directory exists, is a directory and is writable; the target,
+ * if it exists, is a regular file (not a directory, FIFO, device, socket). */
 int mst_commit_check_target(const char *path, mst_err *err);
 
 /* The temporary file has exactly expected_size bytes. */

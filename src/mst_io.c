@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,138 @@ static void describe(int rc, int saved_errno, char *buf, size_t cap)
         snprintf(buf, cap, "%s", text);
 }
 
+/*
+ * Long names. Open MPI 4.1's OMPIO formats "<name>.locktest.<rank>" into a
+ * 256-byte buffer (sharedfp/lockedfile) while it opens any file: a name of 245
+ * bytes or more aborts the process ("buffer overflow detected"). mst opens
+ * files on MPI_COMM_SELF (rank 0 there), so a name of up to MST_IO_NAME_MAX
+ * bytes passes as it is; a longer one is handed to MPI-IO as
+ * "/proc/self/fd/<directory>/<base name>", with the directory held open until
+ * the file is closed (MPI-IO may use the name again at the close).
+ */
+#define MST_IO_NAME_MAX 244
+#define MST_IO_LONG_SLOTS 16
+
+static struct {
+    MPI_File fh;
+    int dirfd1; /* the directory's descriptor + 1; 0: a free slot */
+} long_names[MST_IO_LONG_SLOTS];
+static pthread_mutex_t long_names_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The name to give MPI_File_open for `name`: `name` itself (*dfd -1), or a
+ * short form in buf through an open descriptor of its directory (*dfd);
+ * NULL with errno when neither fits. */
+static const char *mpi_name(const char *name, char *buf, size_t cap, int *dfd)
+{
+    const char *slash = strrchr(name, '/');
+    char *dir;
+    int fd, n;
+    *dfd = -1;
+    if (strlen(name) <= MST_IO_NAME_MAX)
+        return name;
+    if (!slash || strlen(slash + 1) + sizeof "/proc/self/fd/2147483647/" > MST_IO_NAME_MAX + 1) {
+        errno = ENAMETOOLONG;
+        return NULL;
+    }
+    dir = slash == name ? strdup("/") : strndup(name, (size_t)(slash - name));
+    if (!dir)
+        return NULL;
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    if (fd < 0)
+        return NULL;
+    n = snprintf(buf, cap, "/proc/self/fd/%d/%s", fd, slash + 1);
+    if (n < 0 || (size_t)n >= cap || access("/proc/self/fd", X_OK) != 0) {
+        close(fd);
+        errno = ENAMETOOLONG;
+        return NULL;
+    }
+    *dfd = fd;
+    return buf;
+}
+
+/* Keeps dfd open while fh is; 0, or -1 when every slot is taken. */
+static int hold_dir(MPI_File fh, int dfd)
+{
+    int rc = -1;
+    pthread_mutex_lock(&long_names_lock);
+    for (int i = 0; i < MST_IO_LONG_SLOTS && rc; i++)
+        if (long_names[i].dirfd1 == 0) {
+            long_names[i].fh = fh;
+            long_names[i].dirfd1 = dfd + 1;
+            rc = 0;
+        }
+    pthread_mutex_unlock(&long_names_lock);
+    return rc;
+}
+
+static void release_dir(MPI_File fh)
+{
+    pthread_mutex_lock(&long_names_lock);
+    for (int i = 0; i < MST_IO_LONG_SLOTS; i++)
+        if (long_names[i].dirfd1 && long_names[i].fh == fh) {
+            close(long_names[i].dirfd1 - 1);
+            long_names[i].dirfd1 = 0;
+            long_names[i].fh = MPI_FILE_NULL;
+            break;
+        }
+    pthread_mutex_unlock(&long_names_lock);
+}
+
+int mst_io_close(MPI_File *fh)
+{
+    MPI_File was = *fh;
+    int rc;
+    if (was == MPI_FILE_NULL)
+        return MPI_SUCCESS;
+    rc = MPI_File_close(fh);
+    release_dir(was);
+    *fh = MPI_FILE_NULL;
+    return rc;
+}
+
+/* MPI_File_open on MPI_COMM_SELF, whatever the name's length; MPI's code,
+ * or MST_IO_NAME_TOO_LONG with errno set when the name cannot be given. */
+#define MST_IO_NAME_TOO_LONG (-1)
+static int open_self(const char *name, int amode, MPI_Info hints, MPI_File *fh)
+{
+    char buf[MST_IO_NAME_MAX + 1];
+    int dfd, rc;
+    const char *use = mpi_name(name, buf, sizeof buf, &dfd);
+    *fh = MPI_FILE_NULL;
+    if (!use)
+        return MST_IO_NAME_TOO_LONG;
+    errno = 0;
+    rc = MPI_File_open(MPI_COMM_SELF, use, amode, hints, fh);
+    if (dfd >= 0) {
+        int e = errno;
+        if (rc != MPI_SUCCESS) {
+            close(dfd);
+        } else if (hold_dir(*fh, dfd) != 0) {
+            MPI_File_close(fh);
+            close(dfd);
+            errno = EMFILE;
+            return MST_IO_NAME_TOO_LONG;
+        }
+        errno = e;
+    }
+    return rc;
+}
+
+static int name_too_long(mst_err *err, int rank, const char *what, const char *name)
+{
+    char qp[PATH_QUOTE];
+    int e = errno;
+    return mst_err_set(err, e == ENAMETOOLONG ? MST_ERR_INVALID_ARGUMENT : MST_ERR_IO,
+                       "rank %d: %s %s failed: %s (Open MPI's MPI-IO aborts on file names of "
+                       "%d bytes or more; this one has %zu%s)",
+                       rank, what, qpath(qp, sizeof qp, name), strerror(e), MST_IO_NAME_MAX + 1,
+                       strlen(name),
+                       e == ENAMETOOLONG ? ", and its last component is too long to shorten: "
+                                           "choose a shorter file name"
+                                         : "");
+}
+
 int mst_io_open(const char *tmp, int create, MPI_Info hints, int rank, MPI_File *fh,
                 int *exists, mst_err *err)
 {
@@ -43,9 +176,11 @@ int mst_io_open(const char *tmp, int create, MPI_Info hints, int rank, MPI_File 
     int rc, e, cls = 0, code = MST_ERR_IO;
     if (exists)
         *exists = 0;
-    errno = 0;
-    rc = MPI_File_open(MPI_COMM_SELF, tmp, amode, hints, fh);
+    rc = open_self(tmp, amode, hints, fh);
     e = errno;
+    if (rc == MST_IO_NAME_TOO_LONG)
+        return name_too_long(err, rank, create ? "creating temporary file" : "opening temporary file",
+                             tmp);
     if (rc == MPI_SUCCESS) {
         MPI_File_set_errhandler(*fh, MPI_ERRORS_RETURN);
         return MST_OK;
@@ -154,6 +289,16 @@ int mst_io_open_shared(MPI_Comm comm, const char *tmp, MPI_Info hints, int rank,
 {
     char qp[PATH_QUOTE], why[MPI_MAX_ERROR_STRING + 128];
     int rc, e;
+    /* a collective open needs the same name on every rank: no short form
+     * (and OMPIO's limit shrinks with the digits of the rank) */
+    if (strlen(tmp) > MST_IO_NAME_MAX - 10) {
+        *fh = MPI_FILE_NULL;
+        return mst_err_set(err, MST_ERR_INVALID_ARGUMENT,
+                           "rank %d: with mst_strided_writes=collective the temporary file's "
+                           "name must be under %d bytes (Open MPI's MPI-IO aborts on longer "
+                           "ones); %s has %zu: choose a shorter target path",
+                           rank, MST_IO_NAME_MAX - 10, qpath(qp, sizeof qp, tmp), strlen(tmp));
+    }
     errno = 0;
     rc = MPI_File_open(comm, tmp, MPI_MODE_WRONLY, hints, fh);
     e = errno;
@@ -402,8 +547,10 @@ int mst_io_verify_boxes(const char *path, MPI_Info hints, const mst_io_box *boxe
         total += boxes[i].bytes;
     if (total == 0)
         return MST_OK;
-    errno = 0;
-    rc = MPI_File_open(MPI_COMM_SELF, path, MPI_MODE_RDONLY, hints, &fh);
+    rc = open_self(path, MPI_MODE_RDONLY, hints, &fh);
+    if (rc == MST_IO_NAME_TOO_LONG)
+        return name_too_long(err, rank, "opening temporary file to read back its strided boxes",
+                             path);
     if (rc != MPI_SUCCESS) {
         describe(rc, errno, why, sizeof why);
         fh = MPI_FILE_NULL;
@@ -464,8 +611,7 @@ out:
     free(buf);
     if (view != MPI_BYTE)
         MPI_Type_free(&view);
-    if (fh != MPI_FILE_NULL)
-        MPI_File_close(&fh);
+    mst_io_close(&fh);
     return err->code;
 }
 
@@ -492,15 +638,13 @@ int mst_io_sync_close(MPI_File *fh, int sync, int collective, int rank, mst_err 
                             ? " (an earlier collective write on this rank may have failed "
                               "unreported)"
                             : "");
-            MPI_File_close(fh);
-            *fh = MPI_FILE_NULL;
+            mst_io_close(fh);
             return err->code;
         }
     }
     errno = 0;
-    rc = MPI_File_close(fh);
+    rc = mst_io_close(fh);
     e = errno;
-    *fh = MPI_FILE_NULL;
     if (rc != MPI_SUCCESS) {
         describe(rc, e, why, sizeof why);
         return mst_err_set(err, MST_ERR_IO,

@@ -18,9 +18,15 @@
 
 /* Local. Creates (rank 0, exclusive) or opens (other ranks) the temporary file
  * for writing, with the caller's hints. With `exists` (may be NULL): set to 1
- * when an exclusive create failed because the name was taken. */
+ * when an exclusive create failed because the name was taken. A name longer
+ * than Open MPI's OMPIO survives (244 bytes) is opened through
+ * /proc/self/fd/<its directory>/<base>; close the file with mst_io_close. */
 int mst_io_open(const char *tmp, int create, MPI_Info hints, int rank, MPI_File *fh,
                 int *exists, mst_err *err);
+
+/* Local. Closes a file opened by mst_io_open (or the read-back), releasing
+ * what a long name needed; MPI_FILE_NULL is fine. MPI_File_close's code. */
+int mst_io_close(MPI_File *fh);
 
 /* Local. Writes len bytes at offset in chunks of at most MST_IO_CHUNK,
  * checking the count of every call: a short count is a failure. `what` names

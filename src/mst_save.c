@@ -87,6 +87,7 @@ int mst_save_file(mst_writer *w, const mst_err *first, const local_tensor *tenso
     mst_own_decls own;
     uint64_t *offsets = NULL, *rtab = NULL, expected = 0;
     size_t rlen = 0;
+    char *target = NULL; /* rank 0: where a link at path leads */
 
     memset(&g, 0, sizeof g);
     memset(&plan, 0, sizeof plan);
@@ -118,15 +119,18 @@ int mst_save_file(mst_writer *w, const mst_err *first, const local_tensor *tenso
      * anything else is allocated. */
     if (w->rank == 0 &&
         mst_plan_build(&plan, g.decls, g.ndecls, g.meta, g.nmeta, w->size, &local) == MST_OK &&
-        mst_commit_check_target(path, &local) == MST_OK &&
+        (target = mst_commit_resolve(path, &local)) != NULL &&
+        mst_commit_check_target(target, &local) == MST_OK &&
         mst_save_finish_plan(w, g.decls, g.ndecls, &plan, &expected, &rtab, &rlen, &local) ==
             MST_OK)
         mst_gathered_drop_decls(&g);
 
     /* 4-8. Agree on the plan, then temporary file, writes, sync and close,
-     * commit: each step agreed. */
-    return mst_save_write(w, &local, tensors, ntensors, &g, &plan, offsets, expected, &rtab,
-                          rlen, path, NULL);
+     * commit: each step agreed. Only rank 0 uses the target's name. */
+    mst_save_write(w, &local, tensors, ntensors, &g, &plan, offsets, expected, &rtab, rlen,
+                   target ? target : path, NULL);
+    free(target);
+    return res->code;
 
 fail:
     free(offsets);
@@ -220,7 +224,7 @@ cleanup:
     /* Every rank is here, on the same failure: close, then rank 0 removes the
      * temporary file once no rank holds it open. */
     if (fh != MPI_FILE_NULL)
-        MPI_File_close(&fh);
+        mst_io_close(&fh);
     MPI_Barrier(comm);
     if (w->rank == 0 && have_tmp)
         mst_commit_discard(tmp);

@@ -33,6 +33,31 @@ static int no_locks_here(int e)
     return e == ENOLCK || e == EOPNOTSUPP || e == ENOSYS || e == EINVAL;
 }
 
+/* The new file takes the place of the one at path: it gets its mode (plus
+ * the owner's read and write until mst_commit_rename sets it exactly) and, as
+ * far as this process may set them, its owner and group, before any byte is
+ * written: a private checkpoint is never readable by others, not even while
+ * it is written. Nothing to do when there is no file yet. */
+static int carry_mode(const char *path, int fd, const char *tmp, mst_err *err)
+{
+    struct stat st;
+    char q[512];
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+        return MST_OK;
+    /* owner and group: root may set both, the owner only a group it is in;
+     * what is refused stays as created (the documented limit) */
+    if (fchown(fd, st.st_uid, st.st_gid) != 0)
+        (void)!fchown(fd, (uid_t)-1, st.st_gid);
+    /* after the chown, which may clear set-id bits; the owner may still
+     * write and read it back until the commit gives it the exact mode */
+    if (fchmod(fd, (st.st_mode & 07777) | S_IRUSR | S_IWUSR) != 0)
+        return mst_err_set(err, MST_ERR_IO,
+                           "rank 0: giving temporary file %s the mode %04o of the target failed: %s",
+                           mst_quote(q, sizeof q, tmp, strlen(tmp), 400),
+                           (unsigned)(st.st_mode & 07777), strerror(errno));
+    return MST_OK;
+}
+
 int mst_temp_create(const char *path, MPI_Info hints, char **tmp_out, int *lock_fd,
                     MPI_File *fh, mst_err *err)
 {
@@ -65,7 +90,7 @@ int mst_temp_create(const char *path, MPI_Info hints, char **tmp_out, int *lock_
         fd = open(tmp, O_WRONLY | O_CLOEXEC);
         if (fd < 0) {
             int e = errno;
-            MPI_File_close(&f);
+            mst_io_close(&f);
             unlink(tmp);
             mst_err_set(err, e == EACCES || e == EROFS || e == ENOENT ? MST_ERR_TARGET_DIR
                                                                         : MST_ERR_IO,
@@ -79,7 +104,7 @@ int mst_temp_create(const char *path, MPI_Info hints, char **tmp_out, int *lock_
             if (!no_locks_here(e)) {
                 /* a cleaner holds it and is about to remove it: next name */
                 close(fd);
-                MPI_File_close(&f);
+                mst_io_close(&f);
                 free(tmp);
                 continue;
             }
@@ -87,9 +112,16 @@ int mst_temp_create(const char *path, MPI_Info hints, char **tmp_out, int *lock_
         } else if (fstat(fd, &a) != 0 || stat(tmp, &b) != 0 || a.st_ino != b.st_ino ||
                    a.st_dev != b.st_dev) {
             close(fd); /* removed by a cleaner before we locked it */
-            MPI_File_close(&f);
+            mst_io_close(&f);
             free(tmp);
             continue;
+        }
+        if (carry_mode(path, fd, tmp, err) != MST_OK) {
+            close(fd);
+            mst_io_close(&f);
+            unlink(tmp);
+            free(tmp);
+            return err->code;
         }
         *tmp_out = tmp;
         *lock_fd = fd;

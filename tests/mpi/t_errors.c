@@ -7,6 +7,8 @@
  *
  * MST_TEST_RO_DIR, when set, names a directory no one can write (a read-only
  * mount, prepared by tests/common/with_dirs.sh). */
+#define _DEFAULT_SOURCE /* lstat, mknod, symlink, readlink in strict C11 */
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <mpi.h>
@@ -98,7 +101,7 @@ static void expect_failure(const char *name, const char *target, int with_previo
             free(got);
         } else {
             struct stat st;
-            CHECK_MSG(stat(target, &st) != 0 || S_ISDIR(st.st_mode),
+            CHECK_MSG(stat(target, &st) != 0 || !S_ISREG(st.st_mode),
                       "%s: a file appeared at the target", name);
         }
         CHECK_MSG(t_count_prefix(dir, prefix) <= 0, "%s: a temporary file was left in %s", name,
@@ -611,6 +614,193 @@ static void run_cases(void)
     }
 }
 
+/* ---- targets that are not plain new files ------------------------------ */
+
+/* A save of every rank's own tensor to target that must succeed on every
+ * rank; rank 0 then reads `check` (where the bytes must be) back. */
+static void save_ok(const char *name, const char *target, const char *check)
+{
+    mst_writer *w = NULL;
+    int rc = mst_writer_open(&w, MPI_COMM_WORLD, target, MPI_INFO_NULL);
+    cases_run++;
+    if (rc == MST_OK) {
+        add_own(w);
+        rc = mst_writer_commit(w);
+    }
+    CHECK_MSG(rc == MST_OK, "%s: save: %s: %s", name, mst_strerror(rc), w ? mst_writer_error(w) : "");
+    mst_writer_free(&w);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (rank == 0 && rc == MST_OK) {
+        mst_reader *r = NULL;
+        float got[4];
+        CHECK_MSG(mst_reader_open(&r, check) == MST_OK, "%s: reading %s back: %s", name, check,
+                  mst_reader_error(r));
+        CHECK_MSG(mst_reader_count(r) == (size_t)size, "%s: %zu tensors, want %d", name,
+                  mst_reader_count(r), size);
+        for (int k = 0; k < size; k++) {
+            char tn[32];
+            snprintf(tn, sizeof tn, "own.%d", k);
+            CHECK_MSG(mst_reader_read(r, tn, 0, got, sizeof got) == MST_OK && got[0] == 1.0f &&
+                          got[3] == 4.0f,
+                      "%s: tensor %s not read back", name, tn);
+        }
+        mst_reader_free(&r);
+    }
+}
+
+/* Count of the temporaries in dir ("*.tmp-mst.*"), whatever the target's
+ * name (a long one is cut in the temporary's). */
+static int temporaries_in(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    if (!d)
+        return -1;
+    while ((e = readdir(d)))
+        n += strstr(e->d_name, ".tmp-mst.") != NULL;
+    closedir(d);
+    return n;
+}
+
+static void run_target_cases(void)
+{
+    const char *p;
+    char dir[4096];
+    struct stat st;
+
+    /* a FIFO (or a device) at the target is refused and stays what it is */
+    p = case_path("fifo_target", "m.safetensors");
+    if (rank == 0)
+        CHECK(mkfifo(p, 0644) == 0);
+    MPI_Barrier(MPI_COMM_WORLD);
+    expect_failure("fifo_target", p, 0, 0, MST_ERR_TARGET_DIR, NULL, "rank 0: target",
+                   "is a FIFO, not a regular file");
+    if (rank == 0)
+        CHECK_MSG(lstat(p, &st) == 0 && S_ISFIFO(st.st_mode), "fifo_target: the FIFO is gone");
+    /* a device node (the null device's numbers) needs root to make */
+    p = case_path("device_target", "null");
+    {
+        int have = 0;
+        if (rank == 0) {
+            have = mknod(p, S_IFCHR | 0666, makedev(1, 3)) == 0;
+            if (!have)
+                printf("note: mknod failed (%s): the device case did not run\n",
+                       strerror(errno));
+        }
+        MPI_Bcast(&have, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        if (have) {
+            expect_failure("device_target", p, 0, 0, MST_ERR_TARGET_DIR, NULL, "rank 0: target",
+                           "is a character device, not a regular file");
+            if (rank == 0)
+                CHECK_MSG(lstat(p, &st) == 0 && S_ISCHR(st.st_mode),
+                          "device_target: the device was replaced");
+        }
+    }
+
+    /* long paths: Open MPI's OMPIO aborts on names of 245 bytes or more;
+     * targets of 215 and 244 bytes, one of 330 in nested directories, and a
+     * 230-byte file name all save (the temporary's name is cut and, when
+     * still too long, opened through /proc/self/fd) */
+    {
+        static const int lens[] = {215, 244};
+        char path[8192];
+        for (int i = 0; i < 2; i++) {
+            int n;
+            snprintf(dir, sizeof dir, "%s/long%d", base_dir, lens[i]);
+            if (rank == 0)
+                mkdir(dir, 0755);
+            n = snprintf(path, sizeof path, "%s/", dir);
+            while (n < lens[i] - (int)strlen(".safetensors"))
+                path[n++] = 'n';
+            snprintf(path + n, sizeof path - (size_t)n, ".safetensors");
+            MPI_Barrier(MPI_COMM_WORLD);
+            if (lens[i] != (int)strlen(path)) /* base_dir itself is long: not this case */
+                continue;
+            save_ok("long_path", path, path);
+            if (rank == 0)
+                CHECK_MSG(temporaries_in(dir) == 0, "long_path %d: a temporary was left", lens[i]);
+        }
+        snprintf(dir, sizeof dir, "%s/%0150d", base_dir, 0);
+        if (rank == 0)
+            mkdir(dir, 0755);
+        snprintf(dir + strlen(dir), sizeof dir - strlen(dir), "/%0150d", 1);
+        if (rank == 0)
+            mkdir(dir, 0755);
+        snprintf(path, sizeof path, "%s/%0230d", dir, 2);
+        MPI_Barrier(MPI_COMM_WORLD);
+        save_ok("long_nested_path", path, path);
+        if (rank == 0)
+            CHECK_MSG(temporaries_in(dir) == 0, "long_nested_path: a temporary was left");
+    }
+
+    /* the mode, owner and group of the file replaced carry over (owner and
+     * group as far as this process may set them: as root, any) */
+    p = case_path("mode_carried", "m.safetensors");
+    if (rank == 0) {
+        CHECK(t_write_file(p, previous, sizeof previous) == 0);
+        CHECK(chmod(p, 0640) == 0);
+        if (geteuid() == 0)
+            CHECK(chown(p, 65534, 65534) == 0);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    save_ok("mode_carried", p, p);
+    if (rank == 0) {
+        CHECK_MSG(stat(p, &st) == 0 && (st.st_mode & 07777) == 0640,
+                  "mode_carried: mode %04o, want 0640", (unsigned)(st.st_mode & 07777));
+        if (geteuid() == 0)
+            CHECK_MSG(st.st_uid == 65534 && st.st_gid == 65534,
+                      "mode_carried: owner %u:%u, want 65534:65534", (unsigned)st.st_uid,
+                      (unsigned)st.st_gid);
+    }
+
+    /* a symbolic link at the target is followed: the link stays, the file it
+     * leads to gets the new bytes; a dangling link makes its file; a loop is
+     * refused */
+    p = case_path("symlink", "latest");
+    snprintf(dir, sizeof dir, "%s/symlink", base_dir);
+    if (rank == 0) {
+        char step[4096];
+        snprintf(step, sizeof step, "%s/step_1000.safetensors", dir);
+        CHECK(t_write_file(step, previous, sizeof previous) == 0);
+        CHECK(symlink("step_1000.safetensors", p) == 0);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    {
+        char step[4096], link[256];
+        ssize_t n;
+        snprintf(step, sizeof step, "%s/step_1000.safetensors", dir);
+        save_ok("symlink", p, step);
+        if (rank == 0) {
+            n = readlink(p, link, sizeof link - 1);
+            CHECK_MSG(n == (ssize_t)strlen("step_1000.safetensors") &&
+                          memcmp(link, "step_1000.safetensors", (size_t)n) == 0,
+                      "symlink: the link was replaced");
+            CHECK_MSG(temporaries_in(dir) == 0, "symlink: a temporary was left");
+        }
+    }
+    p = case_path("symlink_dangling", "latest");
+    if (rank == 0)
+        CHECK(symlink("step_2000.safetensors", p) == 0);
+    MPI_Barrier(MPI_COMM_WORLD);
+    {
+        char step[4096];
+        snprintf(step, sizeof step, "%s/symlink_dangling/step_2000.safetensors", base_dir);
+        save_ok("symlink_dangling", p, step);
+        if (rank == 0)
+            CHECK_MSG(lstat(p, &st) == 0 && S_ISLNK(st.st_mode), "symlink_dangling: link gone");
+    }
+    p = case_path("symlink_loop", "a");
+    if (rank == 0) {
+        char b[4096];
+        snprintf(b, sizeof b, "%s/symlink_loop/b", base_dir);
+        CHECK(symlink("b", p) == 0 && symlink("a", b) == 0);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    expect_failure("symlink_loop", p, 0, 0, MST_ERR_TARGET_DIR, NULL, "rank 0: target",
+                   "too many levels of symbolic links");
+}
+
 static void add_fill_disk(mst_writer *w)
 {
     /* 4 MiB per rank into a 1 MiB file system */
@@ -640,6 +830,7 @@ int main(int argc, char **argv)
     base_dir = argv[2];
     if (!strcmp(argv[1], "cases")) {
         run_cases();
+        run_target_cases();
     } else if (!strcmp(argv[1], "fulldisk")) {
         static char p[4096];
         char r[32];
