@@ -18,10 +18,9 @@
  * - Each function says whether it is "collective over the writer's
  *   communicator" (every rank must call it, in the same order, and every rank
  *   gets the same return value and the same message) or "local".
- * - The library never aborts, exits or prints; it never calls MPI_Init. (MPI
- *   itself may abort: Open MPI 4.1's OMPIO does inside MPI_File_open for paths
- *   of 245 characters or more; a temporary name is the target's plus 27
- *   characters, the host name and the pid.)
+ * - The library never aborts, exits or prints; it never calls MPI_Init. (Open
+ *   MPI 4.1's OMPIO aborts inside MPI_File_open for names of 245 bytes or
+ *   more: mst never gives it one; see mst_writer_open's "Target".)
  * - MPI errors: mst sets MPI_ERRORS_RETURN on its own duplicated communicator
  *   and on every file handle it opens, and turns failures into codes. It does
  *   not change the caller's communicator or the default file error handler
@@ -128,6 +127,19 @@ typedef struct mst_writer mst_writer;
  *   cb_buffer_size) matter only there. On the default path all writes are
  *   independent, so collective-buffering hints have no effect there. The
  *   index and journal of a multi-file save are written with plain POSIX calls.
+ *
+ * Target (checked by rank 0 at the commit). `path` is a regular file or
+ * nothing yet; a directory, FIFO, device or socket is refused
+ * (MST_ERR_TARGET_DIR) and left as it is. A symbolic link is followed to the
+ * file it leads to (relative links from their own directory; a loop is
+ * refused), which gets the new bytes while the link stays. The replaced file's
+ * mode, and its owner and group as far as the process may set them, carry over
+ * to the new file before any byte is written. The temporary file is
+ * "<target>.tmp-mst.<host>.<pid>.<16 hex digits>" (the target's file name cut
+ * to 100 bytes); a name of 245 bytes or more is opened through
+ * /proc/self/fd/<directory>/<name>, so any path the file system accepts saves
+ * (with mst_strided_writes=collective, a temporary path over 234 bytes is
+ * MST_ERR_INVALID_ARGUMENT).
  *
  * On success *w is a new handle. On failure the return value is the same on
  * every rank and *w is, where memory allowed, a handle that holds only the
@@ -285,9 +297,12 @@ MST_API int mst_writer_set_staging(mst_writer *w, size_t bytes);
  * After the switch, two outcomes differ from "all or nothing": if the
  * directory's fsync fails (fsync on), the commit returns MST_ERR_IO with the
  * new set complete and in place (the switch may not survive a power loss);
- * if removing the old files or the journal fails, the commit still returns
- * MST_OK, and the journal left makes the next save into `dir` fail with
- * MST_ERR_STATE until mst_shardset_recover() has run.
+ * if removing the journal fails, the commit returns MST_ERR_IO with the new
+ * set in place and says to run mst_shardset_recover() (the journal would stop
+ * the next save with MST_ERR_STATE). An old file that cannot be removed stays
+ * under its ".mst-old.<id>." name, which blocks nothing. A directory or
+ * special file named like a set file in `dir` is refused before anything
+ * changes (MST_ERR_TARGET_DIR).
  */
 MST_API int mst_writer_set_max_shard_size(mst_writer *w, uint64_t max_bytes);
 

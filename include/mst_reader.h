@@ -128,7 +128,7 @@ enum mst_error_code {
     MST_ERR_SLICE_OVERLAP = 23,    /* two boxes of one tensor overlap */
     MST_ERR_SLICE_GAP = 24,        /* the boxes of a tensor leave elements uncovered */
     MST_ERR_CALLBACK = 25,         /* a fill callback of a streamed tensor reported an error */
-    MST_ERR_TARGET_DIR = 30,       /* target's directory missing, not a directory or not writable; target is a directory */
+    MST_ERR_TARGET_DIR = 30,       /* target's directory missing, not a directory or not writable; target not a regular file (directory, FIFO, device), a loop of links */
     MST_ERR_IO = 31,               /* a file operation failed: open, write (short writes included), sync, close,
                                       rename, directory fsync, size check, read-back */
     MST_ERR_FORMAT = 40,           /* a file is not valid safetensors: header length, UTF-8, JSON, types, fields */
