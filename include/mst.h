@@ -370,6 +370,160 @@ MST_API void mst_writer_free(mst_writer **w);
 MST_API const char *mst_writer_error(const mst_writer *w);
 
 /* ------------------------------------------------------------------------ */
+/* Loader: every rank reads its own tensors or boxes of one safetensors file  */
+/* (or a Hugging Face set), each byte read from storage once                  */
+/*
+ * The dual of the writer: declare locally, then one collective call.
+ *
+ *     mst_loader *l;
+ *     if (mst_loader_open(&l, MPI_COMM_WORLD, "model.safetensors", MPI_INFO_NULL) == MST_OK) {
+ *         mst_loader_read(l, "norm.weight", norm);                    // whole tensor
+ *         mst_loader_read_slice(l, "mlp.w1", 2, start, count, w1);    // this rank's box
+ *         rc = mst_loader_load(l);                                    // same rc on every rank
+ *     }
+ *     mst_loader_free(&l);
+ *
+ * How: rank 0 reads the header(s) (and a set's index) and broadcasts the raw
+ * bytes; every rank decodes them from memory with the reader's rules. At the
+ * load every rank's requests are gathered (every rank sees every request);
+ * the bytes that some rank needs are cut into chunks of contiguous file bytes
+ * (a tensor is cut along its first dimensions, as the writer's
+ * redistribution does), each chunk is read once by one rank (round robin,
+ * only the byte ranges some box needs: at most what was asked, union over
+ * the ranks) with MPI_File_read_at on a handle opened on MPI_COMM_SELF, and
+ * in rounds one MPI_Alltoallw moves each box's part of each chunk straight
+ * into the requester's buffer (derived datatypes on both sides). A tensor
+ * every rank wants is read once and sent to all; column blocks are read as
+ * whole rows and redistributed.
+ *
+ * Memory beyond the caller's buffers: the read buffer of each rank (MPI_Info
+ * key "mst_load_buffer", bytes, default MST_LOAD_BUFFER = 4 MiB, the
+ * smallest value over the ranks is used), per round the datatypes of the
+ * pieces moved (O(pieces)), for streamed boxes a receive buffer of at most
+ * the read buffer's size, and the table of every rank's requests (about
+ * 8 * (6 + 2 * ndim) bytes per request, on every rank), plus the decoded
+ * header(s) on every rank.
+ *
+ * Threads and MPI: a loader is used by one thread at a time; MPI is called in
+ * mst_loader_open, mst_loader_load and mst_loader_free only.
+ */
+typedef struct mst_loader mst_loader;
+
+/* Default read buffer per rank (MPI_Info key "mst_load_buffer"). */
+#define MST_LOAD_BUFFER ((uint64_t)4 << 20)
+
+/*
+ * Collective over comm. Opens `path` (rank 0's is used; the same on every
+ * rank): a safetensors file, or a Hugging Face set given as its directory or
+ * its model.safetensors.index.json. Rank 0 alone reads the header(s) and the
+ * index; the other ranks decode the broadcast bytes. Validation: the
+ * reader's rules (mst_reader_open) for each file; for a set, the index's
+ * (mst_shardset_open) and those of mst-inspect: every weight_map entry is in
+ * the shard it names, every tensor of every shard is in the weight_map
+ * under that shard, once (MST_ERR_FORMAT). `comm` is duplicated. `hints`
+ * (or MPI_INFO_NULL) is read now: "mst_load_buffer" (decimal bytes, at
+ * least 4096; else MST_ERR_INVALID_ARGUMENT) and passed whole to every
+ * MPI_File_open. Same return value and message on every rank. On failure *l
+ * is, where memory allowed, a handle holding only the message
+ * (mst_loader_error), to be freed; l NULL, MPI not initialized or comm
+ * MPI_COMM_NULL are MST_ERR_INVALID_ARGUMENT returned locally with *l NULL.
+ */
+MST_API int mst_loader_open(mst_loader **l, MPI_Comm comm, const char *path, MPI_Info hints);
+
+/* Local. The tensor `name`: dtype, ndim, shape, and data_offsets as in its
+ * own file (the shard, for a set). MST_ERR_NOT_FOUND, MST_ERR_STATE after a
+ * failed open. The strings belong to the loader (valid until its free). */
+MST_API int mst_loader_find(const mst_loader *l, const char *name, mst_tensor_info *out);
+/* Local. Number of tensors (all files) and tensor i: a set's shards in
+ * sorted order, each in data offset order. */
+MST_API size_t mst_loader_count(const mst_loader *l);
+MST_API int mst_loader_tensor(const mst_loader *l, size_t i, mst_tensor_info *out);
+
+/*
+ * Local. Declares a read of the whole tensor `name` into `buf` (its bytes,
+ * C order, as in the file), done by the next mst_loader_load. `buf` must
+ * stay valid until then; nothing is written before it.
+ * Errors (returned here and kept: the next load fails with the first one of
+ * each rank, the lowest failing rank's on every rank, and writes no buffer):
+ * MST_ERR_NOT_FOUND (no such tensor), MST_ERR_NULL_DATA (NULL buf for a
+ * tensor with bytes), MST_ERR_INVALID_ARGUMENT (NULL name), MST_ERR_STATE
+ * (after a failed open). Messages name the rank and the tensor.
+ */
+MST_API int mst_loader_read(mst_loader *l, const char *name, void *buf);
+
+/*
+ * Local. Declares a read of a box of tensor `name`: the elements with
+ * start[d] <= i_d < start[d] + count[d], into `buf`, dense, C order
+ * (product(count) * bits / 8 bytes). Any dimensions, uneven, empty boxes
+ * (nothing is read) and several boxes of one tensor on one rank (fused
+ * layouts; they may overlap) are allowed. Errors as mst_loader_read, plus
+ * MST_ERR_SLICE_MISMATCH (ndim is not the tensor's), MST_ERR_SLICE_BOUNDS
+ * (the box leaves the tensor), MST_ERR_PARTIAL_BYTES (F4/F6: the box does
+ * not start and end on whole bytes along the last dimension); the messages
+ * give the rank, the tensor and the box.
+ */
+MST_API int mst_loader_read_slice(mst_loader *l, const char *name, int ndim,
+                                  const int64_t *start, const int64_t *count, void *buf);
+
+/*
+ * Receiver of a streamed read: `len` bytes that belong `offset` bytes into
+ * the box's dense C-order bytes. Called during mst_loader_load, on the
+ * requesting rank, with increasing offsets covering the box exactly once, in
+ * pieces of at most the read buffer's size. `buf` is valid during the call
+ * only. Return 0 to go on; any other value fails the load with
+ * MST_ERR_CALLBACK on every rank, and the sink is not called again.
+ */
+typedef int (*mst_sink_fn)(void *ctx, uint64_t offset, const void *buf, uint64_t len);
+
+/*
+ * Local. Like mst_loader_read_slice (ndim 0 or start/count NULL: the whole
+ * tensor; then ndim is ignored), but the bytes go to `sink` instead of one
+ * buffer, through a receive buffer of the loader's own (at most the read
+ * buffer's size): a rank can load more than fits in its memory at once.
+ * MST_ERR_NULL_DATA for a NULL sink.
+ */
+MST_API int mst_loader_read_stream(mst_loader *l, const char *name, int ndim,
+                                   const int64_t *start, const int64_t *count, mst_sink_fn sink,
+                                   void *ctx);
+
+/*
+ * Collective over the loader's communicator. Performs every read declared
+ * since the open or the previous load, then forgets them (a loader can load
+ * several batches). Same return value and message on every rank:
+ * - a declaration error on any rank (see mst_loader_read): that error, before
+ *   any buffer is written and before any byte of data is read;
+ * - MST_ERR_IO (a read failed or a file is shorter than its header says),
+ *   MST_ERR_NO_MEMORY, MST_ERR_MPI, MST_ERR_CALLBACK: found during the
+ *   rounds; every rank stops at the same round; buffers may then hold part
+ *   of their bytes.
+ */
+MST_API int mst_loader_load(mst_loader *l);
+
+/* Bytes of the last mst_loader_load, local (this rank) and over all ranks.
+ * read_*: data bytes read from storage (headers not counted); requested_*:
+ * bytes of the boxes declared (a tensor two ranks ask for counts twice).
+ * mst reads exactly the union of every rank's boxes: each byte some rank
+ * asked for, once. header_bytes: bytes of the files' headers (8 + N each)
+ * read at the open by rank 0 (the same figure on every rank). rounds: the
+ * load's exchange rounds. */
+typedef struct mst_load_stats {
+    uint64_t read_rank, requested_rank;
+    uint64_t read_all, requested_all;
+    uint64_t header_bytes;
+    uint64_t rounds;
+} mst_load_stats;
+
+/* Local. The figures of the last load (zeros before the first). */
+MST_API int mst_loader_stats(const mst_loader *l, mst_load_stats *out);
+
+/* Local in effect (MPI_Comm_free of the duplicated communicator, as
+ * mst_writer_free). NULL-safe; sets *l to NULL. */
+MST_API void mst_loader_free(mst_loader **l);
+
+/* Local. The detail of the last error ("" if none; "NULL loader" for NULL). */
+MST_API const char *mst_loader_error(const mst_loader *l);
+
+/* ------------------------------------------------------------------------ */
 /* Temporary files left by crashed saves                                      */
 
 /* Every temporary file of a save is named "<target>" MST_TEMP_MARK

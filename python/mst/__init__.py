@@ -33,7 +33,7 @@ import numpy as np
 from . import _lib
 from ._lib import MPI, LibraryNotFound, MPIMismatch
 
-__all__ = ["save", "load", "read_header", "Slice", "Replica", "Tensor", "Error",
+__all__ = ["save", "load", "load_distributed", "read_header", "Slice", "Replica", "Tensor", "Error",
            "LibraryNotFound", "MPIMismatch", "DTYPES", "version"]
 
 # Error codes: the stable numbers of include/mst.h.
@@ -482,3 +482,6 @@ def _as_torch(buf, dtype, shape):
     if buf.size == 0:
         return torch.empty(shape, dtype=tdtype)
     return torch.from_numpy(buf).view(tdtype).reshape(shape)
+
+
+from ._loader import load_distributed  # noqa: E402  (the parallel loader)
