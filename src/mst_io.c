@@ -200,6 +200,22 @@ int mst_io_open(const char *tmp, int create, MPI_Info hints, int rank, MPI_File 
                        create ? " (MPI_File_open creates, closes and reopens it)" : "", why);
 }
 
+int mst_io_open_read(const char *path, MPI_Info hints, int rank, MPI_File *fh, mst_err *err)
+{
+    char qp[PATH_QUOTE], why[MPI_MAX_ERROR_STRING + 128];
+    int rc = open_self(path, MPI_MODE_RDONLY, hints, fh), e = errno;
+    if (rc == MST_IO_NAME_TOO_LONG)
+        return name_too_long(err, rank, "opening", path);
+    if (rc == MPI_SUCCESS) {
+        MPI_File_set_errhandler(*fh, MPI_ERRORS_RETURN);
+        return MST_OK;
+    }
+    *fh = MPI_FILE_NULL;
+    describe(rc, e, why, sizeof why);
+    return mst_err_set(err, MST_ERR_IO, "rank %d: cannot open %s: %s", rank,
+                       qpath(qp, sizeof qp, path), why);
+}
+
 /* OMPIO reports a failed pwrite as success with a short count and no errno:
  * look at the file system to say why. */
 static const char *space_hint(const char *path)

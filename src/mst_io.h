@@ -24,6 +24,10 @@
 int mst_io_open(const char *tmp, int create, MPI_Info hints, int rank, MPI_File *fh,
                 int *exists, mst_err *err);
 
+/* Local. Opens path for reading on MPI_COMM_SELF, a long name as
+ * mst_io_open does; close it with mst_io_close. */
+int mst_io_open_read(const char *path, MPI_Info hints, int rank, MPI_File *fh, mst_err *err);
+
 /* Local. Closes a file opened by mst_io_open (or the read-back), releasing
  * what a long name needed; MPI_FILE_NULL is fine. MPI_File_close's code. */
 int mst_io_close(MPI_File *fh);

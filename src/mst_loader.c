@@ -2,6 +2,7 @@
  * broadcasts the raw bytes; every rank decodes them), declarations, lookups
  * and the handle. The load itself is in mst_loader_load.c. */
 #include "mst_loader.h"
+#include "mst_io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -414,7 +415,7 @@ void mst_loader_free(mst_loader **lp)
     MPI_Finalized(&fin);
     for (size_t f = 0; f < l->nfiles; f++) {
         if (!fin && l->files[f].opened)
-            MPI_File_close(&l->files[f].fh);
+            mst_io_close(&l->files[f].fh);
         free(l->files[f].path);
         mst_header_free(&l->files[f].h);
     }

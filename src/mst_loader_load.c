@@ -7,6 +7,7 @@
  * sides, buffers MPI_BOTTOM). Streamed boxes are received into a buffer of
  * the loader's and handed to their sinks. */
 #include "mst_loader.h"
+#include "mst_io.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -148,18 +149,11 @@ static int emit_read(void *ctx, uint64_t off, uint64_t len)
 
 static int open_file(mst_loader *l, ml_file *f, mst_err *err)
 {
-    int rc;
     if (f->opened)
         return MST_OK;
-    rc = MPI_File_open(MPI_COMM_SELF, f->path, MPI_MODE_RDONLY, l->info, &f->fh);
-    if (rc != MPI_SUCCESS) {
-        char text[MPI_MAX_ERROR_STRING + 64];
-        mst_mpi_errstr(rc, text, sizeof text);
-        f->fh = MPI_FILE_NULL;
-        return mst_err_set(err, MST_ERR_IO, "rank %d: cannot open %s: %s", l->rank, f->path,
-                           text);
-    }
-    MPI_File_set_errhandler(f->fh, MPI_ERRORS_RETURN);
+    /* through mst_io: a long name must not reach OMPIO as it is */
+    if (mst_io_open_read(f->path, l->info, l->rank, &f->fh, err) != MST_OK)
+        return err->code;
     f->opened = 1;
     return MST_OK;
 }
