@@ -289,6 +289,10 @@ MST_API int mst_reader_verify(mst_reader *r, const char *name);
  * MST_ERR_RANGE otherwise) against the recorded CRC-32, without reading
  * again: MST_OK or MST_ERR_CHECKSUM (or the codes of mst_reader_checksum). */
 MST_API int mst_reader_check_index(mst_reader *r, size_t i, const void *buf, uint64_t len);
+/* The CRC-32 of these checksums, as zlib's crc32(crc, buf, len): crc is the
+ * value of the bytes before buf (0 to start). Thread-safe, no state. Runs on
+ * ISA-L when libmst was built with it, else on zlib. */
+MST_API uint32_t mst_crc32(uint32_t crc, const void *buf, size_t len);
 
 #ifdef __cplusplus
 }

@@ -21,9 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* zlib's crc32(crc, buf, len): crc is the CRC of the bytes before buf (0 at
- * the start). */
-uint32_t mst_crc32(uint32_t crc, const void *buf, size_t len);
+#include "mst_reader.h" /* mst_crc32, public: zlib's crc32(crc, buf, len) */
 
 /* The implementation compiled in: "isa-l" or "zlib". */
 const char *mst_crc_impl(void);
