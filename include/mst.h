@@ -334,7 +334,7 @@ MST_API int mst_writer_add_metadata(mst_writer *w, const char *key, const char *
  * cannot tell a late rank from one that will never come, and the library sets
  * no timeouts). Caught at once on every rank instead: a second commit, a
  * commit after a failed open (MST_ERR_STATE); ranks that disagree on the path
- * (at open), on mst_writer_set_fsync, on mst_writer_set_max_shard_size or on
+ * (at open), on mst_writer_set_fsync, mst_writer_set_checksums, mst_writer_set_max_shard_size or
  * the hint mst_strided_writes, and bad values of the mst_* hints
  * (MST_ERR_INVALID_ARGUMENT).
  * Crashes: if any process dies during the commit, the target is still either
