@@ -26,7 +26,11 @@
 #include "mst.h"
 
 const char *const bench_method_names[M_COUNT] = {"mst", "gather", "per-rank", "raw",
-                                                 "per-rank+consolidate"};
+                                                 "per-rank+consolidate", "mst+crc"};
+
+/* the next save through mst with checksums (the methods mst+crc, or mst
+ * with --checksums) */
+static int save_checksums;
 
 #define CHUNK (64ull << 20)   /* reads of the checks */
 #define MAX_CALL (1ull << 30) /* bytes per MPI call (int counts) */
@@ -59,6 +63,7 @@ static int save(const bench_ctx *c, MPI_Comm comm, const char *path, MPI_Info in
     rc = mst_writer_open(&w, comm, path, info);
     if (rc == MST_OK) {
         mst_writer_set_fsync(w, c->o->fsync);
+        mst_writer_set_checksums(w, save_checksums);
         mst_writer_add_metadata(w, "format", "pt");
         declare(c, w, arg); /* errors of the declarations come back from the commit */
         rc = mst_writer_commit(w);
@@ -86,7 +91,7 @@ static void declare_pieces(const bench_ctx *c, mst_writer *w, void *arg)
     }
 }
 
-static int run_mst(const bench_ctx *c, double t0, double *marks)
+static int run_mst(const bench_ctx *c, double t0, double *marks, int checksums)
 {
     MPI_Info info = MPI_INFO_NULL;
     int bad;
@@ -99,7 +104,9 @@ static int run_mst(const bench_ctx *c, double t0, double *marks)
             MPI_Info_set(info, key, eq + 1);
         }
     }
+    save_checksums = checksums;
     bad = save(c, c->comm, c->o->out, info, declare_pieces, NULL, t0, marks);
+    save_checksums = 0;
     if (info != MPI_INFO_NULL)
         MPI_Info_free(&info);
     return bad;
@@ -315,7 +322,8 @@ static int run_consolidate(const bench_ctx *c, double t0, double *marks)
 int bench_run(const bench_ctx *c, int m, double t0, double marks[4])
 {
     switch (m) {
-    case M_MST: return run_mst(c, t0, marks);
+    case M_MST: return run_mst(c, t0, marks, c->o->checksums);
+    case M_MST_CRC: return run_mst(c, t0, marks, 1);
     case M_RAW: return run_raw(c, t0, marks);
     case M_PERRANK: return run_per_rank(c, t0, marks);
     case M_GATHER: return run_gather(c, t0, marks);

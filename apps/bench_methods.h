@@ -10,7 +10,8 @@
 
 #include "bench_workload.h"
 
-enum { M_MST, M_GATHER, M_PERRANK, M_RAW, M_CONSOLIDATE, M_COUNT };
+/* M_MST_CRC: mst with checksums (mst_writer_set_checksums), to interleave with M_MST */
+enum { M_MST, M_GATHER, M_PERRANK, M_RAW, M_CONSOLIDATE, M_MST_CRC, M_COUNT };
 extern const char *const bench_method_names[M_COUNT];
 
 typedef struct bench_options {
@@ -19,6 +20,7 @@ typedef struct bench_options {
     int methods[M_COUNT * 4];
     int nmethods;
     int verify, fsync, repeat, remove, warmup;
+    int checksums; /* --checksums: the method mst with checksums on */
     const char *hints[16]; /* --hint KEY=VALUE, for the mst method's MPI_Info */
     int nhints;
 } bench_options;

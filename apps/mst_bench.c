@@ -40,7 +40,7 @@
 #include "bench_workload.h"
 #include "mst.h"
 
-#define M_ALL M_COUNT /* what "all" runs */
+#define M_ALL M_MST_CRC /* what "all" runs (mst+crc only when named) */
 
 static void usage(FILE *f)
 {
@@ -59,6 +59,8 @@ static void usage(FILE *f)
             "                    2-D tensor split over all ranks by row or column blocks)\n"
             "  --seed S          data seed (default 1)\n"
             "  --no-fsync        no fsync (mst: MPI_File_sync and the directory fsync)\n"
+            "  --checksums       the method mst with checksums on (mst_writer_set_checksums);\n"
+            "                    the method mst+crc is mst with them, to interleave with mst\n"
             "  --repeat R        runs (default 1) of every method, one JSON line each\n"
             "  --warmup W        untimed runs of every method first (default 1): the first\n"
             "                    write of a process is slower, whatever the method\n"
@@ -198,6 +200,8 @@ static int parse_args(int argc, char **argv, bench_options *o, FILE *err, int ra
             i++;
         } else if (!strcmp(a, "--no-fsync")) {
             o->fsync = 0;
+        } else if (!strcmp(a, "--checksums")) {
+            o->checksums = 1;
         } else if (!strcmp(a, "--verify")) {
             o->verify = 1;
         } else if (!strcmp(a, "--remove")) {
@@ -285,10 +289,11 @@ static void print_row(const bench_ctx *c, int m, int run, double t0, double t1,
         end = gmarks[2];
     fprintf(out,
             "{\"method\":\"%s\",\"ranks\":%d,\"bytes\":%" PRIu64 ",\"tensors\":%" PRIu64
-            ",\"fsync\":%s,\"mix\":\"%s\",\"dtype\":\"%s\",\"layout\":\"%s\",\"io\":\"%s\","
+            ",\"fsync\":%s,\"checksums\":%s,\"mix\":\"%s\",\"dtype\":\"%s\",\"layout\":\"%s\",\"io\":\"%s\","
             "\"run\":%d,\"seconds\":%.6f,\"gib_per_s\":%.4f,\"phases\":{\"plan\":%.6f,"
             "\"write\":%.6f,\"sync\":%.6f,\"commit\":%.6f",
             bench_method_names[m], c->size, c->total, wl->tensors, c->o->fsync ? "true" : "false",
+            m == M_MST_CRC || (m == M_MST && c->o->checksums) ? "true" : "false",
             bench_mix_names[wl->mix], wl->dtype >= 0 ? mst_dtype_name((mst_dtype)wl->dtype) : "mix",
             bench_layout_names[wl->layout], io ? io : "default", run, s,
             s > 0 ? (double)c->total / s / (1024.0 * 1024 * 1024) : 0.0, gmarks[0],
@@ -296,7 +301,7 @@ static void print_row(const bench_ctx *c, int m, int run, double t0, double t1,
     if (m == M_CONSOLIDATE)
         fprintf(out, ",\"consolidate\":%.6f", s > end ? s - end : 0.0);
     fputc('}', out);
-    if (m == M_MST && c->o->nhints) {
+    if ((m == M_MST || m == M_MST_CRC) && c->o->nhints) {
         fputs(",\"hints\":\"", out);
         for (int i = 0; i < c->o->nhints; i++) {
             if (i)
@@ -306,7 +311,7 @@ static void print_row(const bench_ctx *c, int m, int run, double t0, double t1,
         }
         fputc('"', out);
     }
-    for (int k = 0; k < (m == M_MST ? 5 : 4); k++) {
+    for (int k = 0; k < (m == M_MST || m == M_MST_CRC ? 5 : 4); k++) {
         fprintf(out, ",\"%s\":[", keys[k]);
         for (int r = 0; r < c->size; r++)
             fprintf(out, k >= 3 ? "%s%.3f" : "%s%.1f", r ? "," : "", all[5 * r + k]);
@@ -340,7 +345,7 @@ static int one_run(const bench_ctx *c, int m, int run, FILE *out, int quiet)
     mem[2] = mem[1] - mem[0];
     mem[3] = bench_cpu_seconds() - cpu0;
     /* mst: CPU until the first file open, i.e. declarations, exchange, plan, header */
-    mem[4] = m == M_MST && bench_probe_cpu_at_open() >= 0 ? bench_probe_cpu_at_open() - cpu0
+    mem[4] = (m == M_MST || m == M_MST_CRC) && bench_probe_cpu_at_open() >= 0 ? bench_probe_cpu_at_open() - cpu0
                                                            : -1;
     MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, c->comm);
     MPI_Reduce(marks, gmarks, 4, MPI_DOUBLE, MPI_MAX, 0, c->comm);

@@ -3,16 +3,24 @@
  *
  *   mst-inspect [--json | --check] FILE
  *   mst-inspect [--check] model.safetensors.index.json
+ *   mst-inspect --verify FILE | DIR | model.safetensors.index.json
  *
  * Exit status: 0 valid, 1 invalid or unreadable (reason on stderr: "invalid", or
  * "cannot open" / "cannot read" with the system's reason), 2 usage.
- * Uses only the public reader API; reads the header, never the data. */
+ * --verify: 0 every tensor matches its checksum, 1 a mismatch (each tensor
+ * named) or an invalid or unreadable file, 3 no checksums to verify (a file
+ * without the "mst.crc32" entry).
+ * Uses only the public reader API; reads the header, and the data only with
+ * --verify. */
+#define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "mst.h"
@@ -30,7 +38,12 @@ static void usage(FILE *err)
             "  A FILE ending in .json is a Hugging Face index: the whole set is checked\n"
             "  (every shard valid, every weight_map entry in its shard, no tensor missing\n"
             "  or in two shards, metadata.total_size right).\n"
-            "exit status: 0 valid, 1 invalid or cannot be read, 2 usage\n");
+            "  --verify FILE|DIR  recompute every tensor's CRC-32 and compare it with the\n"
+            "           file's \"mst.crc32\" checksums (written with checksums on); a DIR\n"
+            "           or an index: every .safetensors file of the directory\n"
+            "exit status: 0 valid, 1 invalid or cannot be read, 2 usage;\n"
+            "  --verify: 0 all verified, 1 a mismatch (each tensor named) or a bad file,\n"
+            "  3 no checksums in a file\n");
 }
 
 /* Names are printed as JSON strings in the table too, so that odd names
@@ -165,19 +178,151 @@ static void print_json(FILE *out, const char *path, const mst_reader *r)
     fputs(n ? "\n  ]\n}\n" : "]\n}\n", out);
 }
 
+/* --verify of one file: 0 all match, 1 a mismatch or a bad file, 3 no
+ * checksums. Adds the tensors verified to *count. */
+static int verify_file(const char *path, FILE *out, FILE *err, size_t *count)
+{
+    mst_reader *r = NULL;
+    size_t n, bad = 0;
+    uint32_t crc;
+    int rc = mst_reader_open(&r, path);
+    if (rc != MST_OK) {
+        fprintf(err, "mst-inspect: %s: %s: %s\n", path, mst_strerror(rc),
+                r ? mst_reader_error(r) : "out of memory");
+        mst_reader_free(&r);
+        return 1;
+    }
+    n = mst_reader_count(r);
+    if (n > 0 && (rc = mst_reader_checksum(r, 0, &crc)) != MST_OK) {
+        fprintf(err, "mst-inspect: %s: %s\n", path,
+                rc == MST_ERR_NOT_FOUND ? "no checksums (no \"mst.crc32\" metadata entry); "
+                                          "nothing verified"
+                                        : mst_reader_error(r));
+        mst_reader_free(&r);
+        return rc == MST_ERR_NOT_FOUND ? 3 : 1;
+    }
+    if (n == 0) {
+        const char *k, *v;
+        int has = 0;
+        for (size_t i = 0; i < mst_reader_metadata_count(r); i++)
+            if (mst_reader_metadata(r, i, &k, &v) == MST_OK && !strcmp(k, "mst.crc32"))
+                has = 1;
+        if (!has) {
+            fprintf(err, "mst-inspect: %s: no checksums (no \"mst.crc32\" metadata entry); "
+                         "nothing verified\n", path);
+            mst_reader_free(&r);
+            return 3;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        rc = mst_reader_verify_index(r, i);
+        if (rc != MST_OK) {
+            fprintf(err, "mst-inspect: %s: %s\n", path, mst_reader_error(r));
+            bad++;
+        }
+    }
+    mst_reader_free(&r);
+    if (bad) {
+        fprintf(err, "mst-inspect: %s: %zu of %zu tensors failed verification\n", path, bad, n);
+        return 1;
+    }
+    fprintf(out, "%s: %zu tensors verified (crc32)\n", path, n);
+    *count += n;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* --verify of a directory (or the directory of an index): every
+ * *.safetensors file in it, in name order. */
+static int verify_dir(const char *dir, FILE *out, FILE *err)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char **names = NULL;
+    size_t n = 0, cap = 0, count = 0;
+    int worst = 0;
+    if (!d) {
+        fprintf(err, "mst-inspect: %s: cannot open: %s\n", dir, strerror(errno));
+        return 1;
+    }
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (e->d_name[0] == '.' || len < 12 || strcmp(e->d_name + len - 12, ".safetensors"))
+            continue;
+        if (n == cap) {
+            char **g = realloc(names, (cap = cap ? 2 * cap : 16) * sizeof *g);
+            if (!g)
+                break;
+            names = g;
+        }
+        names[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    if (n == 0) {
+        fprintf(err, "mst-inspect: %s: no .safetensors files to verify\n", dir);
+        free(names);
+        return 1;
+    }
+    qsort(names, n, sizeof *names, cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        char *p = malloc(strlen(dir) + strlen(names[i]) + 2);
+        int rc = 1;
+        if (p) {
+            sprintf(p, "%s/%s", dir, names[i]);
+            rc = verify_file(p, out, err, &count);
+        }
+        /* 1 (a mismatch) outranks 3 (no checksums) */
+        if (rc == 1 || (rc == 3 && worst == 0))
+            worst = rc;
+        free(p);
+        free(names[i]);
+    }
+    free(names);
+    if (worst == 0)
+        fprintf(out, "%s: %zu files, %zu tensors verified (crc32)\n", dir, n, count);
+    return worst;
+}
+
+static int verify_main(const char *path, FILE *out, FILE *err)
+{
+    struct stat st;
+    size_t count = 0;
+    size_t len = strlen(path);
+    if (len > 5 && !strcmp(path + len - 5, ".json")) {
+        char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
+        int rc;
+        if (!dir)
+            return 1;
+        if (slash)
+            *slash = 0;
+        rc = verify_dir(slash ? (dir[0] ? dir : "/") : ".", out, err);
+        free(dir);
+        return rc;
+    }
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return verify_dir(path, out, err);
+    return verify_file(path, out, err, &count);
+}
+
 /* The tool as a function, so tests can call it with their own streams. */
 int inspect_main(int argc, char **argv, FILE *out, FILE *err);
 
 int inspect_main(int argc, char **argv, FILE *out, FILE *err)
 {
     const char *path = NULL;
-    int json = 0, check = 0, rc;
+    int json = 0, check = 0, verify = 0, rc;
     mst_reader *r = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) {
             json = 1;
         } else if (strcmp(argv[i], "--check") == 0) {
             check = 1;
+        } else if (strcmp(argv[i], "--verify") == 0) {
+            verify = 1;
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(out);
             return 0;
@@ -198,10 +343,12 @@ int inspect_main(int argc, char **argv, FILE *out, FILE *err)
             return 2;
         }
     }
-    if (!path || (json && check)) {
+    if (!path || (json && check) || (verify && (json || check))) {
         usage(err);
         return 2;
     }
+    if (verify)
+        return verify_main(path, out, err);
     if (strlen(path) > 5 && !strcmp(path + strlen(path) - 5, ".json")) {
         if (json) {
             fprintf(err, "mst-inspect: --json is for single files, not for an index\n");

@@ -41,6 +41,7 @@ typedef struct options {
     uint64_t max_shard; /* 0: one output file */
     const char *recover;
     int fsync;
+    int checksums; /* --checksums */
     int progress; /* -1 auto (a terminal), 0 off, 1 on */
 } options;
 
@@ -65,6 +66,11 @@ static void usage(FILE *f)
             "  --metadata KEY=VALUE    set a __metadata__ entry (wins over the inputs')\n"
             "  --staging BYTES         staging buffer per rank (default 64 MiB)\n"
             "  --no-fsync              do not sync the output before the rename\n"
+            "  --checksums             record every tensor's CRC-32 in the output (metadata\n"
+            "                          \"mst.crc32\") and check each input tensor that has\n"
+            "                          one against it (a mismatch fails the merge, naming\n"
+            "                          the tensor); inputs' own \"mst.crc32\" entries are\n"
+            "                          never copied (without --checksums they are dropped)\n"
             "  --progress              progress on stderr even when it is not a terminal\n"
             "  --quiet                 no progress and no summary line\n"
             "  mst-merge --recover DIR finish or roll back what an interrupted multi-file\n"
@@ -155,6 +161,8 @@ static int parse_args(int argc, char **argv, options *o, int rank)
             o->recover = argv[++i];
         else if (!strcmp(a, "--no-fsync"))
             o->fsync = 0;
+        else if (!strcmp(a, "--checksums"))
+            o->checksums = 1;
         else if (!strcmp(a, "--progress"))
             o->progress = 1;
         else if (!strcmp(a, "--quiet"))
@@ -207,6 +215,8 @@ typedef struct src_tensor {
     int file;           /* index into files */
     uint64_t offset;    /* absolute offset of its bytes in that file */
     uint64_t nbytes;
+    uint32_t crc;       /* the input's "mst.crc32" value of it, if has_crc */
+    int has_crc;
 } src_tensor;
 
 static const int64_t *shape_of(const src_tensor *t)
@@ -491,6 +501,15 @@ static int build_list(const options *o, merge_list *m)
                 memcpy(info.ndim > 8 ? t->shape_big : t->shape, info.shape,
                        (size_t)info.ndim * sizeof(int64_t));
             t->file = f;
+            if (o->checksums) {
+                int crc_rc = mst_reader_checksum(r, i, &t->crc);
+                t->has_crc = crc_rc == MST_OK;
+                if (crc_rc != MST_OK && crc_rc != MST_ERR_NOT_FOUND) {
+                    rc = fail("%s: %s", m->files[f], mst_reader_error(r));
+                    free(t->name);
+                    break;
+                }
+            }
             t->offset = mst_reader_data_start(r) + info.begin;
             t->nbytes = info.end - info.begin;
             m->n++;
@@ -498,7 +517,8 @@ static int build_list(const options *o, merge_list *m)
         for (size_t i = 0; i < mst_reader_metadata_count(r) && rc == 0; i++) {
             const char *k, *v;
             mst_reader_metadata(r, i, &k, &v);
-            rc = set_meta(m, k, v, f, 0);
+            if (strcmp(k, "mst.crc32") != 0) /* its own tensors' checksums: stale here */
+                rc = set_meta(m, k, v, f, 0);
         }
         mst_reader_free(&r);
     }
@@ -632,6 +652,7 @@ static void pack_list(const merge_list *m, wbuf *b)
         put_u64(b, (uint64_t)t->file);
         put_u64(b, t->offset);
         put_u64(b, t->nbytes);
+        put_u64(b, (uint64_t)t->has_crc << 32 | t->crc);
     }
     put_u64(b, m->nm);
     for (size_t i = 0; i < m->nm; i++) {
@@ -667,6 +688,11 @@ static int unpack_list(const unsigned char *p, size_t n, merge_list *m)
         t->file = (int)get_u64(&b);
         t->offset = get_u64(&b);
         t->nbytes = get_u64(&b);
+        {
+            uint64_t c = get_u64(&b);
+            t->has_crc = (int)(c >> 32);
+            t->crc = (uint32_t)c;
+        }
     }
     m->nm = get_u64(&b);
     m->mkey = calloc(m->nm ? m->nm : 1, sizeof *m->mkey);
@@ -755,7 +781,13 @@ typedef struct piece {
     uint64_t src;      /* absolute offset of the piece's first byte in its input */
     uint64_t nbytes;
     progress *prog;
+    int check;         /* --checksums: the whole tensor, checked against t->crc */
+    uint64_t next;     /* bytes given so far (the library asks in order) */
+    uint32_t crc;
 } piece;
+
+/* A fill callback's code for "the input's bytes do not match its checksum". */
+#define CRC_MISMATCH EBADMSG
 
 static int fill_from_input(void *ctx, uint64_t offset, void *buf, uint64_t len)
 {
@@ -770,12 +802,20 @@ static int fill_from_input(void *ctx, uint64_t offset, void *buf, uint64_t len)
         posix_fadvise(*fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 #endif
     }
+    if (p->check && offset != p->next)
+        p->check = 0; /* out of order: cannot happen (streams fill in order) */
     while (len > 0) {
         ssize_t got = pread(*fd, out, len, (off_t)(p->src + offset));
         if (got < 0 && errno == EINTR)
             continue;
         if (got <= 0)
             return got < 0 ? errno : ENODATA; /* the input shrank under us */
+        if (p->check) {
+            p->crc = mst_crc32(p->crc, out, (size_t)got);
+            p->next += (uint64_t)got;
+            if (p->next == p->nbytes && p->crc != p->t->crc)
+                return CRC_MISMATCH;
+        }
         out += got;
         offset += (uint64_t)got;
         len -= (uint64_t)got;
@@ -800,7 +840,7 @@ static int cmp_canonical(const void *a, const void *b)
  * blocks at the rows nearest the cuts (a tensor whose rows are not whole
  * bytes, or a scalar, goes whole to the rank where it starts). */
 static int declare_share(mst_writer *w, const merge_list *m, int rank, int size, int *fds,
-                         piece **pieces_out, size_t *npieces, progress *prog)
+                         piece **pieces_out, size_t *npieces, progress *prog, int checksums)
 {
     src_tensor **order = malloc((m->n ? m->n : 1) * sizeof *order);
     piece *pieces = calloc(m->n * 2 + (size_t)size + 1, sizeof *pieces);
@@ -830,8 +870,10 @@ static int declare_share(mst_writer *w, const merge_list *m, int rank, int size,
         /* the rank whose range holds the tensor's first byte */
         while (first + 1 < size && CUT(first + 1) <= begin)
             first++;
+        /* --checksums: a tensor with an input checksum goes whole to one rank,
+         * which checks every byte in order */
         if (t->nbytes == 0 || rows < 2 || row * rows != t->nbytes || end <= CUT(first + 1) ||
-            first + 1 >= size) {
+            first + 1 >= size || (checksums && t->has_crc)) {
             if (first == rank) {
                 piece *p = &pieces[np++];
                 p->m = m;
@@ -840,6 +882,7 @@ static int declare_share(mst_writer *w, const merge_list *m, int rank, int size,
                 p->src = t->offset;
                 p->nbytes = t->nbytes;
                 p->prog = prog;
+                p->check = checksums && t->has_crc;
                 rc = mst_writer_add_stream(w, t->name, t->dtype, t->ndim, shape, fill_from_input,
                                            p);
                 prog->share += t->nbytes;
@@ -979,19 +1022,28 @@ int main(int argc, char **argv)
     if (rc == MST_OK) {
         mst_writer_set_fsync(w, o.fsync);
         mst_writer_set_max_shard_size(w, o.max_shard);
+        mst_writer_set_checksums(w, o.checksums);
         if (mst_writer_set_staging(w, o.staging) != MST_OK && rank == 0)
             fprintf(stderr, "mst-merge: %s; using the default\n", mst_writer_error(w));
         for (size_t i = 0; i < m.nm; i++)
             if (rank == 0)
                 mst_writer_add_metadata(w, m.mkey[i], m.mval[i]);
-        declare_share(w, &m, rank, size, fds, &pieces, &npieces, &prog);
+        declare_share(w, &m, rank, size, fds, &pieces, &npieces, &prog, o.checksums);
         prog.t0 = prog.last = now();
         rc = mst_writer_commit(w);
     }
     show_progress(&prog, 1);
     if (rc != MST_OK) {
-        if (rank == 0)
-            fprintf(stderr, "mst-merge: %s\n", w ? mst_writer_error(w) : mst_strerror(rc));
+        if (rank == 0) {
+            char code[32];
+            const char *msg = w ? mst_writer_error(w) : mst_strerror(rc);
+            snprintf(code, sizeof code, "returned %d ", CRC_MISMATCH);
+            fprintf(stderr, "mst-merge: %s%s\n", msg,
+                    rc == MST_ERR_CALLBACK && strstr(msg, code)
+                        ? " (checksum mismatch: the input's bytes do not match its "
+                          "\"mst.crc32\")"
+                        : "");
+        }
         status = 1;
     } else if (rank == 0 && o.progress != 0) {
         /* one line for a batch job's log; --quiet drops it */

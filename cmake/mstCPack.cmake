@@ -30,6 +30,11 @@ elseif(MST_MPI_FLAVOUR STREQUAL "mpich")
 else()
     set(CPACK_DEBIAN_PACKAGE_DEPENDS "libopenmpi3, libcjson1, libc6")
 endif()
+if(NOT MST_DPKG_SHLIBDEPS AND MST_CRC_IMPL STREQUAL "isa-l")  # CRC-32 of checksums
+    string(APPEND CPACK_DEBIAN_PACKAGE_DEPENDS ", libisal2")
+elseif(NOT MST_DPKG_SHLIBDEPS)
+    string(APPEND CPACK_DEBIAN_PACKAGE_DEPENDS ", zlib1g")
+endif()
 # The headers and CMake package need the MPI development files of the same MPI.
 if(MST_MPI_FLAVOUR STREQUAL "mpich")
     set(CPACK_DEBIAN_PACKAGE_SUGGESTS "libmpich-dev, libcjson-dev, python3-mpi4py")

@@ -48,6 +48,8 @@
  *                                  tensors; also caps the default
  *                                  redistribution buffer
  *   mst_writer_set_max_shard_size  0: one file; > 0: a Hugging Face set
+ *   mst_writer_set_checksums       off; on: "mst.crc32" in the header (see
+ *                                  "Checksums" at the end)
  *   MPI_Info key mst_strided_writes  "redistribute" (default) or "collective"
  *   MPI_Info key mst_redist_buffer   bytes; default min(staging, 8 MiB)
  *   the whole MPI_Info object      passed to MPI_File_open (see mst_writer_open)
@@ -347,7 +349,7 @@ MST_API int mst_writer_add_metadata(mst_writer *w, const char *key, const char *
  * cannot tell a late rank from one that will never come, and the library sets
  * no timeouts). Caught at once on every rank instead: a second commit, a
  * commit after a failed open (MST_ERR_STATE); ranks that disagree on the path
- * (at open), on mst_writer_set_fsync, on mst_writer_set_max_shard_size or on
+ * (at open), on mst_writer_set_fsync, mst_writer_set_checksums, mst_writer_set_max_shard_size or
  * the hint mst_strided_writes, and bad values of the mst_* hints
  * (MST_ERR_INVALID_ARGUMENT).
  * Crashes: if any process dies during the commit, the target is still either
@@ -560,6 +562,38 @@ enum mst_temp_verdict {
  * MST_ERR_INVALID_ARGUMENT.
  */
 MST_API int mst_temp_clean(const char *path, int min_age_s, int dry_run, int *verdict);
+
+/* ---- Checksums (integrity of the data) ------------------------------------
+ *
+ * Format: the "__metadata__" entry "mst.crc32" holds, for every tensor in the
+ * order of its data offsets, the 8 lowercase hexadecimal digits of the CRC-32
+ * of its bytes (the value of zlib's crc32 / Python's zlib.crc32; zero-size
+ * tensors "00000000"), concatenated with nothing between: 8 * (number of
+ * tensors) characters. The header stays canonical (metadata keys sorted) and
+ * loads in every safetensors reader. Checking a file in Python:
+ *   crcs = meta["mst.crc32"]; tensors sorted by data_offsets;
+ *   crcs[8*i:8*i+8] == "%08x" % zlib.crc32(data[begin_i:end_i])
+ * In a multi-file save every shard carries the entry for its own tensors.
+ * Tools: mst-inspect --verify FILE|DIR; mst_reader_verify (mst_reader.h).
+ *
+ * Each rank computes the CRC of the bytes it writes as it writes them (whole
+ * tensors, streamed pieces, boxes, the redistributed chunks of strided
+ * boxes); rank 0 gathers one record per rank and tensor, combines them
+ * (CRC-32 is linear: parts of a tensor combine without its bytes) and writes
+ * the header last. The value has a known width, so every offset is planned
+ * exactly as without it.
+ */
+
+/*
+ * Local. Checksums on (enabled != 0) or off (the default: the file is
+ * byte-identical to the reference writer's for the same tensors and
+ * metadata). Every rank must give the same setting; the commit checks it
+ * (MST_ERR_INVALID_ARGUMENT on every rank). While on, a metadata entry
+ * "mst.crc32" of the caller is an error at the commit (MST_ERR_INVALID_ARGUMENT);
+ * while off it is ordinary metadata, written as given. MST_ERR_STATE after
+ * the commit.
+ */
+MST_API int mst_writer_set_checksums(mst_writer *w, int enabled);
 
 #ifdef __cplusplus
 }

@@ -134,7 +134,9 @@ enum mst_error_code {
     MST_ERR_FORMAT = 40,           /* a file is not valid safetensors: header length, UTF-8, JSON, types, fields */
     MST_ERR_OFFSETS = 41,          /* a file's data_offsets are invalid: not from 0, holes, overlaps, size mismatch, trailing bytes */
     MST_ERR_NOT_FOUND = 42,        /* no tensor of that name (or number) in the file */
-    MST_ERR_RANGE = 43             /* a read outside a tensor's bytes */
+    MST_ERR_RANGE = 43,            /* a read outside a tensor's bytes */
+    MST_ERR_CHECKSUM = 44          /* a tensor's bytes do not match its "mst.crc32" checksum, or the
+                                      entry is malformed (see mst_reader_verify) */
 };
 
 /* Local. A short, constant description of a code ("duplicate tensor name");
@@ -267,6 +269,30 @@ MST_API void mst_shardset_free(mst_shardset **s);
  * into `dir` is running.
  */
 MST_API int mst_shardset_recover(const char *dir, char *report, size_t report_cap);
+
+
+/* ---- Checksums (the "mst.crc32" metadata entry; format in mst.h) ----------
+ * Local, no MPI. Tensor i is in data offset order, as mst_reader_tensor. */
+
+/* The CRC-32 (zlib's crc32) the file records for tensor i. MST_ERR_NOT_FOUND
+ * when the file has no "mst.crc32" entry (the message says so) or no tensor
+ * i; MST_ERR_CHECKSUM when the entry is malformed (not 8 lowercase hex
+ * digits per tensor). */
+MST_API int mst_reader_checksum(mst_reader *r, size_t i, uint32_t *crc);
+/* Reads tensor i (or `name`) whole, in 8 MiB pieces, and compares the CRC-32
+ * of its bytes with the recorded one: MST_OK, MST_ERR_CHECKSUM on a mismatch
+ * (the message names the tensor and both values), or the codes of
+ * mst_reader_checksum and mst_reader_read. */
+MST_API int mst_reader_verify_index(mst_reader *r, size_t i);
+MST_API int mst_reader_verify(mst_reader *r, const char *name);
+/* Checks a whole tensor the caller has read already (buf, len = its size;
+ * MST_ERR_RANGE otherwise) against the recorded CRC-32, without reading
+ * again: MST_OK or MST_ERR_CHECKSUM (or the codes of mst_reader_checksum). */
+MST_API int mst_reader_check_index(mst_reader *r, size_t i, const void *buf, uint64_t len);
+/* The CRC-32 of these checksums, as zlib's crc32(crc, buf, len): crc is the
+ * value of the bytes before buf (0 to start). Thread-safe, no state. Runs on
+ * ISA-L when libmst was built with it, else on zlib. */
+MST_API uint32_t mst_crc32(uint32_t crc, const void *buf, size_t len);
 
 #ifdef __cplusplus
 }

@@ -3,7 +3,7 @@
 # Idempotent: does nothing when everything is already there. Needs root (or sudo).
 #   scripts/setup-deps.sh [--memcheck]   (--memcheck adds valgrind and clang)
 set -eu
-pkgs="build-essential cmake pkg-config libopenmpi-dev openmpi-bin libcjson-dev python3 python3-numpy python3-mpi4py python3-torch"
+pkgs="build-essential cmake pkg-config libopenmpi-dev openmpi-bin libcjson-dev zlib1g-dev libisal-dev python3 python3-numpy python3-mpi4py python3-torch"
 [ "${1:-}" = "--memcheck" ] && pkgs="$pkgs valgrind clang libclang-rt-14-dev"
 missing=""
 for p in $pkgs; do

@@ -45,6 +45,7 @@ const char *mst_strerror(int code)
     case MST_ERR_OFFSETS: return "invalid data offsets";
     case MST_ERR_NOT_FOUND: return "tensor not found";
     case MST_ERR_RANGE: return "read outside the tensor";
+    case MST_ERR_CHECKSUM: return "checksum mismatch";
     default: return "unknown error code";
     }
 }

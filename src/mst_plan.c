@@ -381,9 +381,80 @@ static size_t header_estimate(const mst_decl *decls, const size_t *order, size_t
  * each tensor's group in byname), the outputs order and begin, and small
  * arrays for replicas and ranks.
  */
+/* Checksums: kv with the entry "mst.crc32" (placeholder digits) put in its
+ * sorted place, *at the offset of its value in the header (the metadata
+ * comes first), and each tensor's bytes in canonical order. */
+static int add_crc_entry(mst_plan *plan, const mst_decl *decls, size_t ngroups, mst_kv **kv,
+                         size_t *nkv, char **digits_out, mst_err *err)
+{
+    const size_t klen = sizeof MST_CRC_KEY - 1;
+    mst_kv *n = malloc((*nkv + 1) * sizeof *n);
+    char *d = malloc(8 * ngroups + 1);
+    size_t j = 0;
+    mst_buf pre;
+    plan->tlen = malloc((ngroups ? ngroups : 1) * sizeof *plan->tlen);
+    if (!n || !d || !plan->tlen) {
+        free(n);
+        free(d);
+        return mst_err_set(err, MST_ERR_NO_MEMORY, "out of memory planning checksums");
+    }
+    for (size_t i = 0; i < *nkv; i++)
+        if (cmp_bytes((*kv)[i].key, (*kv)[i].key_len, MST_CRC_KEY, klen) == 0) {
+            free(n);
+            free(d);
+            return mst_err_set(err, MST_ERR_INVALID_ARGUMENT,
+                               "metadata key \"" MST_CRC_KEY "\" is reserved while checksums "
+                               "are on (mst_writer_set_checksums): mst writes it");
+        }
+    while (j < *nkv && cmp_bytes((*kv)[j].key, (*kv)[j].key_len, MST_CRC_KEY, klen) < 0)
+        j++;
+    memcpy(n, *kv, j * sizeof *n);
+    memcpy(n + j + 1, *kv + j, (*nkv - j) * sizeof *n);
+    memset(d, '0', 8 * ngroups);
+    d[8 * ngroups] = 0;
+    n[j].key = MST_CRC_KEY;
+    n[j].key_len = klen;
+    n[j].value = d;
+    n[j].value_len = 8 * ngroups;
+    /* the header up to the value, as the encoder writes it */
+    mst_buf_init(&pre, 0);
+    mst_buf_puts(&pre, "{\"__metadata__\":{");
+    for (size_t i = 0; i < j; i++) {
+        mst_json_put_string(&pre, n[i].key, n[i].key_len);
+        mst_buf_putc(&pre, ':');
+        mst_json_put_string(&pre, n[i].value, n[i].value_len);
+        mst_buf_putc(&pre, ',');
+    }
+    mst_json_put_string(&pre, n[j].key, n[j].key_len);
+    mst_buf_puts(&pre, ":\"");
+    plan->crc_at = pre.len;
+    if (!mst_buf_ok(&pre)) {
+        mst_buf_free(&pre);
+        free(n);
+        free(d);
+        return mst_err_set(err, MST_ERR_NO_MEMORY, "out of memory planning checksums");
+    }
+    mst_buf_free(&pre);
+    for (size_t i = 0; i < ngroups; i++)
+        plan->tlen[i] = tensor_bytes(&decls[plan->order[i]].t);
+    free(*kv);
+    *kv = n;
+    *nkv += 1;
+    *digits_out = d;
+    return MST_OK;
+}
+
 int mst_plan_build(mst_plan *plan, const mst_decl *decls, size_t ndecls,
                    const mst_meta_decl *meta, size_t nmeta, int nranks, mst_err *err)
 {
+    return mst_plan_build_crc(plan, decls, ndecls, meta, nmeta, nranks, 0, err);
+}
+
+int mst_plan_build_crc(mst_plan *plan, const mst_decl *decls, size_t ndecls,
+                       const mst_meta_decl *meta, size_t nmeta, int nranks, int checksums,
+                       mst_err *err)
+{
+    char *crc_digits = NULL;
     const mst_decl **byname = NULL;
     size_t *first = NULL, ngroups = 0, nrep = 0;
     uint64_t *load = NULL, at = 0;
@@ -510,6 +581,8 @@ int mst_plan_build(mst_plan *plan, const mst_decl *decls, size_t ndecls,
 
     if (merge_metadata(meta, nmeta, &kv, &nkv, err))
         goto done;
+    if (checksums && add_crc_entry(plan, decls, ngroups, &kv, &nkv, &crc_digits, err))
+        goto done;
     mst_buf_reserve(&plan->header, header_estimate(decls, plan->order, ngroups, kv, nkv, at,
                                                    MST_MAX_HEADER_SIZE));
     hc.decls = decls;
@@ -526,6 +599,7 @@ done:
     free(reps);
     free(load);
     free(kv);
+    free(crc_digits);
     if (err->code != MST_OK) {
         int code = err->code;
         mst_plan_free(plan);
@@ -540,6 +614,7 @@ void mst_plan_free(mst_plan *plan)
         return;
     free(plan->order);
     free(plan->begin);
+    free(plan->tlen);
     mst_buf_free(&plan->header);
     memset(plan, 0, sizeof *plan);
 }

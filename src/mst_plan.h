@@ -56,7 +56,15 @@ typedef struct mst_plan {
                          or MST_PLAN_SKIP for a replica another holder writes */
     uint64_t data_len;
     mst_buf header;   /* the header bytes, padded (N = header.len) */
+    /* with checksums (mst_plan_build_crc): where the value of "mst.crc32"
+     * starts in header (8 * ntensors placeholder digits), and each tensor's
+     * bytes in canonical (data-offset) order */
+    size_t crc_at;
+    uint64_t *tlen;
 } mst_plan;
+
+/* The metadata key of checksums (see mst.h). */
+#define MST_CRC_KEY "mst.crc32"
 
 /*
  * Validates one tensor: name (non-empty, not "__metadata__", UTF-8), dtype,
@@ -81,6 +89,13 @@ int mst_check_metadata(const char *key, size_t key_len, const char *value, size_
  */
 int mst_plan_build(mst_plan *plan, const mst_decl *decls, size_t ndecls,
                    const mst_meta_decl *meta, size_t nmeta, int nranks, mst_err *err);
+/* The same with checksums on: the header gets the metadata entry
+ * "mst.crc32" with 8 * ntensors placeholder digits (plan->crc_at, plan->tlen
+ * set); a metadata entry "mst.crc32" of the caller is then an error
+ * (MST_ERR_INVALID_ARGUMENT). */
+int mst_plan_build_crc(mst_plan *plan, const mst_decl *decls, size_t ndecls,
+                       const mst_meta_decl *meta, size_t nmeta, int nranks, int checksums,
+                       mst_err *err);
 void mst_plan_free(mst_plan *plan);
 
 #endif

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "mst_reader.h"
+#include "mst_crc.h"
 #include "mst_err.h"
 #include "mst_header.h"
 
@@ -267,4 +268,119 @@ int mst_reader_read_index(mst_reader *r, size_t i, uint64_t offset, void *buf, u
         return mst_err_set(&r->last, MST_ERR_NOT_FOUND, "no tensor number %zu (the file has %zu)",
                            i, r->h.ntensors);
     return read_tensor(r, &r->h.tensors[i], offset, buf, len);
+}
+
+/* ---- Checksums ("mst.crc32", see mst.h) ---------------------------------- */
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+int mst_reader_checksum(mst_reader *r, size_t i, uint32_t *crc)
+{
+    size_t k;
+    const mst_header_meta *m = NULL;
+    if (!r || !crc)
+        return MST_ERR_INVALID_ARGUMENT;
+    if (check_open(r))
+        return r->last.code;
+    if (i >= r->h.ntensors)
+        return mst_err_set(&r->last, MST_ERR_NOT_FOUND, "no tensor number %zu (the file has %zu)",
+                           i, r->h.ntensors);
+    for (k = 0; k < r->h.nmeta; k++)
+        if (r->h.meta[k].key_len == 9 && !memcmp(r->h.meta[k].key, "mst.crc32", 9))
+            m = &r->h.meta[k];
+    if (!m)
+        return mst_err_set(&r->last, MST_ERR_NOT_FOUND,
+                           "the file has no checksums (no metadata entry \"mst.crc32\")");
+    if (m->value_len != 8 * r->h.ntensors)
+        return mst_err_set(&r->last, MST_ERR_CHECKSUM,
+                           "metadata \"mst.crc32\" has %zu characters; %zu tensors need %zu",
+                           m->value_len, r->h.ntensors, 8 * r->h.ntensors);
+    *crc = 0;
+    for (k = 0; k < 8; k++) {
+        int v = hexval(m->value[8 * i + k]);
+        if (v < 0)
+            return mst_err_set(&r->last, MST_ERR_CHECKSUM,
+                               "metadata \"mst.crc32\" is not lowercase hexadecimal at "
+                               "character %zu",
+                               8 * i + k);
+        *crc = *crc << 4 | (uint32_t)v;
+    }
+    return MST_OK;
+}
+
+static int mismatch(mst_reader *r, size_t i, uint32_t want, uint32_t got)
+{
+    char q[MST_QUOTE_MAX];
+    const mst_header_tensor *t = &r->h.tensors[i];
+    mst_quote(q, sizeof q, t->name, t->name_len, MST_QUOTE_LIMIT);
+    return mst_err_set(&r->last, MST_ERR_CHECKSUM,
+                       "tensor %s: checksum mismatch: the file records crc32 %08x, its bytes "
+                       "have %08x",
+                       q, (unsigned)want, (unsigned)got);
+}
+
+int mst_reader_check_index(mst_reader *r, size_t i, const void *buf, uint64_t len)
+{
+    uint32_t want;
+    int rc;
+    if (!r || (!buf && len))
+        return MST_ERR_INVALID_ARGUMENT;
+    if ((rc = mst_reader_checksum(r, i, &want)) != MST_OK)
+        return rc;
+    if (len != r->h.tensors[i].end - r->h.tensors[i].begin)
+        return mst_err_set(&r->last, MST_ERR_RANGE,
+                           "tensor number %zu has %llu bytes; %llu given to check", i,
+                           (unsigned long long)(r->h.tensors[i].end - r->h.tensors[i].begin),
+                           (unsigned long long)len);
+    {
+        uint32_t got = mst_crc32(0, buf, (size_t)len);
+        return got == want ? MST_OK : mismatch(r, i, want, got);
+    }
+}
+
+int mst_reader_verify_index(mst_reader *r, size_t i)
+{
+    enum { CHUNK = 8 << 20 };
+    const mst_header_tensor *t;
+    unsigned char *buf;
+    uint32_t want, got = 0;
+    uint64_t size;
+    int rc;
+    if (!r)
+        return MST_ERR_INVALID_ARGUMENT;
+    if ((rc = mst_reader_checksum(r, i, &want)) != MST_OK)
+        return rc;
+    t = &r->h.tensors[i];
+    size = t->end - t->begin;
+    buf = malloc(size < CHUNK ? (size ? (size_t)size : 1) : CHUNK);
+    if (!buf)
+        return mst_err_set(&r->last, MST_ERR_NO_MEMORY, "out of memory verifying a tensor");
+    for (uint64_t off = 0; off < size; off += CHUNK) {
+        uint64_t n = size - off < CHUNK ? size - off : CHUNK;
+        if ((rc = read_tensor(r, t, off, buf, n)) != MST_OK) {
+            free(buf);
+            return rc;
+        }
+        got = mst_crc32(got, buf, (size_t)n);
+    }
+    free(buf);
+    return got == want ? MST_OK : mismatch(r, i, want, got);
+}
+
+int mst_reader_verify(mst_reader *r, const char *name)
+{
+    char q[MST_QUOTE_MAX];
+    size_t i;
+    if (!r || !name)
+        return MST_ERR_INVALID_ARGUMENT;
+    if (check_open(r))
+        return r->last.code;
+    i = mst_header_find(&r->h, name, strlen(name));
+    if (i == (size_t)-1)
+        return mst_err_set(&r->last, MST_ERR_NOT_FOUND, "no tensor %s in the file",
+                           mst_quote(q, sizeof q, name, strlen(name), MST_QUOTE_LIMIT));
+    return mst_reader_verify_index(r, i);
 }

@@ -3,6 +3,7 @@
  * one MPI_Alltoallw, and the writes of the chunks gathered. What moves where
  * is computed by mst_redist_plan.c. */
 #include "mst_redist.h"
+#include "mst_crc.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -310,7 +311,7 @@ static void wait_writes(const mst_redist_plan *s, pending_list *l, int me, const
  * the ranges of contiguous boxes (their owners write them). */
 static int start_writes(const mst_redist_plan *s, size_t c0, size_t c1, int me,
                         const unsigned char *stage, MPI_File fh, const char *path,
-                        pending_list *l, mst_err *err)
+                        pending_list *l, mst_crc_acc *crc, mst_err *err)
 {
     for (size_t ci = c0; ci < c1; ci++) {
         const mst_redist_chunk *c = &s->c[ci];
@@ -339,6 +340,9 @@ static int start_writes(const mst_redist_plan *s, size_t c0, size_t c1, int me,
                 p->pos = pos;
                 p->len = gap_end - pos;
                 describe_part(what, sizeof what, r, p->pos, p->len);
+                if (crc)
+                    mst_crc_add_piece(crc, r->offset, r->bytes, pos,
+                                      stage + c->stage + (pos - c->first), p->len);
                 if (mst_io_iwrite(fh, path, r->offset + pos, stage + c->stage + (pos - c->first),
                                   p->len, &p->req, me, what, err))
                     return err->code;
@@ -363,7 +367,8 @@ static void mpi_failed(mst_err *e, int code, int rc, int me, const char *what)
 }
 
 int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_data_fn data,
-                     void *ctx, MPI_File fh, const char *path, uint64_t buffer, mst_err *err)
+                     void *ctx, MPI_File fh, const char *path, uint64_t buffer,
+                     mst_crc_acc *crc, mst_err *err)
 {
     mst_redist_plan s;
     round_types rt;
@@ -443,7 +448,7 @@ int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_
             mpi_failed(&local, MST_ERR_MPI, rc, me, "MPI_Alltoallw moving strided boxes");
             continue;
         }
-        start_writes(&s, c0, c1, me, stage[h], fh, path, &writes[h], &local);
+        start_writes(&s, c0, c1, me, stage[h], fh, path, &writes[h], crc, &local);
     }
     wait_writes(&s, &writes[0], me, path, &local);
     wait_writes(&s, &writes[1], me, path, &local);

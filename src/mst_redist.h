@@ -30,6 +30,8 @@
 #include "mst_plan.h"
 #include "mst_redist_plan.h"
 
+struct mst_crc_acc;
+
 /* Bytes of the per-rank buffers at most (the staging size, if smaller). 8 MiB
  * was faster than 16, 32 and 64 here (column splits at 2 and 4 ranks: 0.5-0.7
  * of row splits against 0.4-0.5 with 32 or 64 MiB): the chunks stay in cache. */
@@ -47,9 +49,11 @@ typedef const void *(*mst_redist_data_fn)(void *ctx, size_t local);
  * file `path`). `buffer` is the per-rank buffer size (the ranks' minimum is
  * used). Every round starts with an agreement, so a failure on one rank
  * (memory, a datatype, a write) stops every rank at the same round with the
- * same code and message.
+ * same code and message. With `crc` (checksums on), the CRC of every chunk
+ * this rank writes goes there (mst_crc.h).
  */
 int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_data_fn data,
-                     void *ctx, MPI_File fh, const char *path, uint64_t buffer, mst_err *err);
+                     void *ctx, MPI_File fh, const char *path, uint64_t buffer,
+                     struct mst_crc_acc *crc, mst_err *err);
 
 #endif

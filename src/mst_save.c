@@ -19,6 +19,7 @@
 #include "mst.h"
 #include "mst_buf.h"
 #include "mst_commit.h"
+#include "mst_crc.h"
 #include "mst_err.h"
 #include "mst_exchange.h"
 #include "mst_io.h"
@@ -118,7 +119,8 @@ int mst_save_file(mst_writer *w, const mst_err *first, const local_tensor *tenso
      * needs the declarations (only their counts per rank): they go before
      * anything else is allocated. */
     if (w->rank == 0 &&
-        mst_plan_build(&plan, g.decls, g.ndecls, g.meta, g.nmeta, w->size, &local) == MST_OK &&
+        mst_plan_build_crc(&plan, g.decls, g.ndecls, g.meta, g.nmeta, w->size, w->checksums,
+                           &local) == MST_OK &&
         (target = mst_commit_resolve(path, &local)) != NULL &&
         mst_commit_check_target(target, &local) == MST_OK &&
         mst_save_finish_plan(w, g.decls, g.ndecls, &plan, &expected, &rtab, &rlen, &local) ==
@@ -139,6 +141,102 @@ fail:
     return res->code;
 }
 
+/* Checksums: every rank's CRC records to rank 0, which combines them per
+ * tensor, puts the digits into the header's placeholder and writes the
+ * length and the header at offset 0: the last write of the file. Collective;
+ * the caller agrees on *local. */
+static void write_crc_header(mst_writer *w, MPI_File fh, const char *tmp, mst_plan *plan,
+                             mst_crc_acc *crc, mst_err *local)
+{
+    int mine, *counts = NULL, *displs = NULL, rc;
+    mst_crc_rec *all = NULL;
+    uint64_t *begin = NULL, *covered = NULL;
+    uint32_t *out = NULL;
+    size_t total = 0, n = plan->ntensors, bad = 0;
+
+    mst_crc_close(crc);
+    mine = crc->no_memory ? -1
+           : crc->n > (size_t)INT32_MAX / sizeof(mst_crc_rec) ? -2
+                                                               : (int)(crc->n * sizeof(mst_crc_rec));
+    if (w->rank == 0) {
+        counts = calloc((size_t)w->size, sizeof *counts);
+        displs = calloc((size_t)w->size, sizeof *displs);
+    }
+    rc = MPI_Gather(&mine, 1, MPI_INT, counts, 1, MPI_INT, 0, w->comm);
+    if (w->rank == 0 && rc == MPI_SUCCESS) {
+        for (int r = 0; r < w->size; r++) {
+            int c = counts ? counts[r] : 0;
+            if (c < 0 && local->code == MST_OK)
+                mst_err_set(local, c == -1 ? MST_ERR_NO_MEMORY : MST_ERR_SIZE_OVERFLOW,
+                            "rank %d: %s", r,
+                            c == -1 ? "out of memory for checksums"
+                                    : "too many checksum records to send");
+            if (r > 0 && counts) {
+                displs[r] = (int)(total * sizeof(mst_crc_rec));
+                total += c > 0 ? (size_t)c / sizeof(mst_crc_rec) : 0;
+                if (c < 0)
+                    counts[r] = 0;
+            }
+        }
+        counts ? (void)(counts[0] = 0) : (void)0;
+        all = malloc((total ? total : 1) * sizeof *all);
+        if ((!counts || !displs || !all) && local->code == MST_OK)
+            mst_err_set(local, MST_ERR_NO_MEMORY, "rank 0: out of memory for checksums");
+        if (local->code != MST_OK) /* still gather: every rank sends */
+            total = 0;
+    } else if (rc != MPI_SUCCESS) {
+        mst_err_set(local, MST_ERR_MPI, "rank %d: MPI_Gather of checksum counts failed",
+                    w->rank);
+    }
+    rc = MPI_Gatherv(crc->r, w->rank == 0 || mine < 0 ? 0 : mine, MPI_BYTE, all, counts, displs,
+                     MPI_BYTE, 0, w->comm);
+    if (rc != MPI_SUCCESS && local->code == MST_OK)
+        mst_err_set(local, MST_ERR_MPI, "rank %d: MPI_Gatherv of checksums failed", w->rank);
+    if (w->rank != 0 || local->code != MST_OK)
+        goto out;
+
+    /* rank 0: its own records after the others', then every tensor's CRC */
+    {
+        mst_crc_rec *g = realloc(all, (total + crc->n + 1) * sizeof *all);
+        begin = malloc((n ? n : 1) * sizeof *begin);
+        covered = malloc((n ? n : 1) * sizeof *covered);
+        out = malloc((n ? n : 1) * sizeof *out);
+        if (g)
+            all = g;
+        if (!g || !begin || !covered || !out) {
+            mst_err_set(local, MST_ERR_NO_MEMORY, "rank 0: out of memory for checksums");
+            goto out;
+        }
+    }
+    if (crc->n)
+        memcpy(all + total, crc->r, crc->n * sizeof *all);
+    total += crc->n;
+    for (size_t k = 0, at = 8 + plan->header.len; k < n; at += plan->tlen[k], k++)
+        begin[k] = at;
+    if (mst_crc_resolve(all, total, begin, plan->tlen, n, out, covered, &bad) != 0) {
+        mst_err_set(local, MST_ERR_MPI,
+                    "rank 0: the checksums gathered do not cover tensor %zu exactly", bad);
+        goto out;
+    }
+    for (size_t k = 0; k < n; k++)
+        mst_crc_hex(plan->header.data + plan->crc_at + 8 * k, out[k]);
+    {
+        unsigned char len8[8];
+        for (int i = 0; i < 8; i++)
+            len8[i] = (unsigned char)((uint64_t)plan->header.len >> (8 * i));
+        if (mst_io_write(fh, tmp, 0, len8, 8, 0, "the header length", local) == MST_OK)
+            mst_io_write(fh, tmp, 8, plan->header.data, plan->header.len, 0, "the header",
+                         local);
+    }
+out:
+    free(counts);
+    free(displs);
+    free(all);
+    free(begin);
+    free(covered);
+    free(out);
+}
+
 int mst_save_write(mst_writer *w, mst_err *local, const local_tensor *tensors, size_t ntensors,
                    mst_gathered *counts, mst_plan *plan, uint64_t *offsets, uint64_t expected,
                    uint64_t **rtab, size_t rlen, const char *path, char **keep_tmp)
@@ -148,9 +246,11 @@ int mst_save_write(mst_writer *w, mst_err *local, const local_tensor *tensors, s
     char *tmp = NULL;
     MPI_File fh = MPI_FILE_NULL;
     write_list writes;
+    mst_crc_acc crc;
     int have_tmp = 0, lock_fd = -1;
 
     memset(&writes, 0, sizeof writes);
+    mst_crc_acc_init(&crc);
     if (keep_tmp)
         *keep_tmp = NULL;
 
@@ -187,6 +287,7 @@ int mst_save_write(mst_writer *w, mst_err *local, const local_tensor *tensors, s
     if (mst_sched_plan(w, tensors, ntensors, offsets, &writes, local) == MST_OK) {
         free(offsets); /* the items hold them now */
         offsets = NULL;
+        writes.crc = w->checksums ? &crc : NULL;
         mst_sched_write_own(w, fh, tmp, plan, &writes, local);
     }
     if (mst_agree(comm, local, res))
@@ -195,9 +296,16 @@ int mst_save_write(mst_writer *w, mst_err *local, const local_tensor *tensors, s
         mst_sched_write_strided(w, tmp, &writes, local);
     else
         mst_redist_write(comm, *rtab, rlen, mst_sched_tensor_data, (void *)tensors, fh, tmp,
-                         mst_sched_redist_buffer(w), local);
+                         mst_sched_redist_buffer(w), writes.crc, local);
     if (mst_agree(comm, local, res))
         goto cleanup;
+
+    /* 6b. Checksums: the CRCs to rank 0, which writes the header last. */
+    if (w->checksums) {
+        write_crc_header(w, fh, tmp, plan, &crc, local);
+        if (mst_agree(comm, local, res))
+            goto cleanup;
+    }
 
     /* 7. Sync and close on every rank. */
     mst_io_sync_close(&fh, w->fsync, w->collective, w->rank, local);
@@ -229,6 +337,7 @@ cleanup:
     if (w->rank == 0 && have_tmp)
         mst_commit_discard(tmp);
 out:
+    mst_crc_acc_free(&crc);
     mst_sched_free(&writes);
     free(*rtab);
     *rtab = NULL;

@@ -10,6 +10,7 @@
 
 #include "mst.h"
 #include "mst_box.h"
+#include "mst_crc.h"
 #include "mst_err.h"
 #include "mst_exchange.h"
 #include "mst_io.h"
@@ -151,11 +152,64 @@ static void name_tensor_in_message(mst_err *err, const local_tensor *t)
     name_in_message(err, what);
 }
 
+/* Checksums: bytes [off, off + n) of item `it` (a whole tensor, a replica or
+ * a box) as they are written; a box's bytes sit at its first byte within its
+ * tensor. */
+static uint64_t tensor_total(const write_item *it, const local_tensor *t)
+{
+    uint64_t n = 1;
+    if (t->kind != MST_DECL_SLICE)
+        return t->nbytes;
+    for (int d = 0; d < (int)t->t.ndim; d++)
+        n *= as_box(it)->dims[d];
+    return n;
+}
+
+static void crc_item(const write_list *l, const write_item *it, const local_tensor *t,
+                     uint64_t off, const void *data, uint64_t n)
+{
+    uint64_t first = t->kind == MST_DECL_SLICE ? as_box(it)->layout.first : 0;
+    if (l->crc)
+        mst_crc_add_piece(l->crc, it->offset - first, tensor_total(it, t), first + off, data,
+                          n);
+}
+
+/* Checksums of a strided box (written by collective writes): its runs, each
+ * at its place in the tensor, in file order. */
+static void crc_strided_box(const write_list *l, const write_item *it, const local_tensor *t)
+{
+    const box_item *bi = as_box(it);
+    int ndim = (int)t->t.ndim, k = bi->layout.k;
+    const uint64_t *gb = bi->dims, *sb = gb + ndim, *cb = sb + ndim;
+    uint64_t idx[64], stride[64], total = tensor_total(it, t), nruns = 1;
+    const unsigned char *data = t->data;
+    if (!l->crc || ndim > 64)
+        return;
+    stride[ndim - 1] = 1;
+    for (int d = ndim - 2; d >= 0; d--)
+        stride[d] = stride[d + 1] * gb[d + 1];
+    for (int d = 0; d < k; d++)
+        nruns *= cb[d];
+    memset(idx, 0, sizeof idx);
+    for (uint64_t r = 0; r < nruns; r++) {
+        uint64_t pos = sb[k] * stride[k];
+        for (int d = 0; d < k; d++)
+            pos += (sb[d] + idx[d]) * stride[d];
+        mst_crc_add_piece(l->crc, it->offset - bi->layout.first, total, pos,
+                          data + r * bi->layout.run, bi->layout.run);
+        for (int d = k - 1; d >= 0; d--) { /* next run: the odometer */
+            if (++idx[d] < cb[d])
+                break;
+            idx[d] = 0;
+        }
+    }
+}
+
 /* A streamed tensor (or row box): pieces from its fill callback through the
  * staging buffer, each written at once. */
-static int write_streamed(const mst_writer *w, const local_tensor *t, MPI_File fh,
-                          const char *tmp, const write_item *it, unsigned char *stage,
-                          size_t cap, const char *what, mst_err *err)
+static int write_streamed(const mst_writer *w, const write_list *l, const local_tensor *t,
+                          MPI_File fh, const char *tmp, const write_item *it,
+                          unsigned char *stage, size_t cap, const char *what, mst_err *err)
 {
     for (uint64_t off = 0; off < t->nbytes;) {
         uint64_t n = t->nbytes - off < cap ? t->nbytes - off : cap;
@@ -166,6 +220,7 @@ static int write_streamed(const mst_writer *w, const local_tensor *t, MPI_File f
                                "%llu",
                                what, w->rank, rc, (unsigned long long)off,
                                (unsigned long long)(off + n));
+        crc_item(l, it, t, off, stage, n);
         if (mst_io_write(fh, tmp, it->offset + off, stage, n, w->rank, what, err))
             return err->code;
         off += n;
@@ -265,7 +320,8 @@ int mst_sched_write_own(const mst_writer *w, MPI_File fh, const char *tmp, const
         if (!l->items[k]->strided && !t->fill && t->nbytes < BATCH_SMALL)
             small_bytes += t->nbytes;
     }
-    if (w->rank == 0) {
+    /* with checksums, rank 0 writes the header last (mst_save_write) */
+    if (w->rank == 0 && !l->crc) {
         unsigned char len8[8];
         uint64_t n = plan->header.len;
         const write_item *it = l->n ? l->items[0] : NULL;
@@ -291,6 +347,8 @@ int mst_sched_write_own(const mst_writer *w, MPI_File fh, const char *tmp, const
         const local_tensor *t = &l->tensors[it->index];
         if (it->strided)
             continue;
+        if (!t->fill)
+            crc_item(l, it, t, 0, t->data, t->nbytes);
         if (!t->fill && t->nbytes < BATCH_SMALL) {
             int joins = (b.n > 0 || b.header) && b.offset + b.len == it->offset &&
                         b.len + t->nbytes <= (b.buf ? b.cap : BATCH_BYTES);
@@ -332,7 +390,7 @@ int mst_sched_write_own(const mst_writer *w, MPI_File fh, const char *tmp, const
                     break;
                 }
             }
-            if (write_streamed(w, t, fh, tmp, it, stage, cap, WHAT_MARK, err)) {
+            if (write_streamed(w, l, t, fh, tmp, it, stage, cap, WHAT_MARK, err)) {
                 name_tensor_in_message(err, t);
                 break;
             }
@@ -418,6 +476,9 @@ int mst_sched_write_strided(const mst_writer *w, const char *tmp, const write_li
         *err = agreed;
         return err->code;
     }
+    for (size_t k = 0; k < l->n && local.code == MST_OK; k++)
+        if (l->items[k]->strided)
+            crc_strided_box(l, l->items[k], &l->tensors[l->items[k]->index]);
     for (int r = 0; r < rounds; r++) {
         size_t n = round_boxes(l, r, boxes, what);
         /* after a failure, keep taking part with nothing to write */

@@ -250,7 +250,8 @@ int mst_set_save(mst_writer *w)
             nd = shard_decls(&g, all, (uint64_t)k, w->size, decls, &counts);
             if (nd == (size_t)-1)
                 mst_err_set(&shard, MST_ERR_NO_MEMORY, "rank 0: out of memory");
-            else if (mst_plan_build(&splan, decls, nd, meta, nmeta, w->size, &shard) == MST_OK)
+            else if (mst_plan_build_crc(&splan, decls, nd, meta, nmeta, w->size, w->checksums,
+                                        &shard) == MST_OK)
                 mst_save_finish_plan(w, decls, nd, &splan, &expected, &rtab, &rlen, &shard);
         }
         rc = mst_save_write(w, &shard, subset, n, &counts, &splan, offsets, expected, &rtab, rlen,

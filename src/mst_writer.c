@@ -125,6 +125,16 @@ int mst_writer_set_fsync(mst_writer *w, int enabled)
     return MST_OK;
 }
 
+int mst_writer_set_checksums(mst_writer *w, int enabled)
+{
+    if (!w)
+        return MST_ERR_INVALID_ARGUMENT;
+    if (w->state != WRITER_OPEN)
+        return mst_err_set(&w->last, MST_ERR_STATE, "rank %d: the writer is not open", w->rank);
+    w->checksums = enabled ? 1 : 0;
+    return MST_OK;
+}
+
 int mst_writer_set_staging(mst_writer *w, size_t bytes)
 {
     if (!w)
@@ -410,7 +420,7 @@ void mst_writer_agree_options(mst_writer *w, mst_err *local)
 {
     /* each value and its negation: MAX of both tells whether all agree */
     int64_t hi = (int64_t)(w->max_shard >> 32), lo = (int64_t)(w->max_shard & 0xffffffffu);
-    int64_t opts[8], agreed[8];
+    int64_t opts[10], agreed[10];
     if (local->code == MST_OK)
         read_hints(w, local);
     opts[0] = w->fsync;
@@ -421,7 +431,9 @@ void mst_writer_agree_options(mst_writer *w, mst_err *local)
     opts[5] = -lo;
     opts[6] = w->collective;
     opts[7] = -w->collective;
-    if (MPI_Allreduce(opts, agreed, 8, MPI_INT64_T, MPI_MAX, w->comm) != MPI_SUCCESS) {
+    opts[8] = w->checksums;
+    opts[9] = -w->checksums;
+    if (MPI_Allreduce(opts, agreed, 10, MPI_INT64_T, MPI_MAX, w->comm) != MPI_SUCCESS) {
         if (local->code == MST_OK)
             mst_err_set(local, MST_ERR_MPI, "rank %d: MPI_Allreduce of the options failed",
                         w->rank);
@@ -437,6 +449,10 @@ void mst_writer_agree_options(mst_writer *w, mst_err *local)
         mst_err_set(local, MST_ERR_INVALID_ARGUMENT,
                     "ranks disagree on hint mst_strided_writes (rank %d has %s)", w->rank,
                     w->collective ? "collective" : "redistribute");
+    } else if (agreed[8] != -agreed[9] && local->code == MST_OK) {
+        mst_err_set(local, MST_ERR_INVALID_ARGUMENT,
+                    "ranks disagree on mst_writer_set_checksums (rank %d has it %s)", w->rank,
+                    w->checksums ? "on" : "off");
     }
 }
 

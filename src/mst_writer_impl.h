@@ -68,6 +68,7 @@ struct mst_writer {
     uint64_t max_shard; /* multi-file save: bytes of tensor data per shard; 0: one file */
     int collective;     /* hint mst_strided_writes=collective: file views and collective writes */
     uint64_t redist_buffer; /* hint mst_redist_buffer, or 0: the default */
+    int checksums;      /* mst_writer_set_checksums: the "mst.crc32" entry */
     enum writer_state state;
 
     local_tensor *tensors;
@@ -133,6 +134,7 @@ typedef struct write_item write_item;
 
 typedef struct write_list {
     const local_tensor *tensors; /* the items' declarations */
+    struct mst_crc_acc *crc;     /* checksums on: the CRCs of the bytes written */
     write_item **items; /* sorted by file offset */
     size_t n;
     int rounds;         /* collective rounds this rank needs */

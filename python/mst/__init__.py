@@ -64,6 +64,7 @@ ERR_FORMAT = 40
 ERR_OFFSETS = 41
 ERR_NOT_FOUND = 42
 ERR_RANGE = 43
+ERR_CHECKSUM = 44
 
 # The safetensors dtypes in the reference enum order (mst_dtype's numbers).
 DTYPES = tuple(_lib.lib.mst_dtype_name(i).decode() for i in range(22))
@@ -274,7 +275,7 @@ def _raise_writer(code, w):
     raise Error(code, msg.decode("utf-8", "replace") if msg else strerror(code))
 
 
-def save(tensors, path, comm=None, metadata=None, fsync=True, hints=None):
+def save(tensors, path, comm=None, metadata=None, fsync=True, hints=None, checksums=False):
     """Saves every rank's tensors into one safetensors file at `path`.
 
     Collective over `comm` (an mpi4py intracommunicator, default
@@ -284,6 +285,8 @@ def save(tensors, path, comm=None, metadata=None, fsync=True, hints=None):
     a map of strings to strings for "__metadata__" (ranks may repeat a key
     with the same value). `fsync=False` skips the sync to stable storage.
     `hints` (a map of strings) reaches MPI_File_open as MPI_Info hints.
+    `checksums=True` records every tensor's CRC-32 in the metadata entry
+    "mst.crc32" (mst_writer_set_checksums; every rank must pass the same).
 
     Data is written from the arrays' memory without a copy; arrays that are
     not C-contiguous are first copied into contiguous ones, and big-endian
@@ -344,6 +347,7 @@ def save(tensors, path, comm=None, metadata=None, fsync=True, hints=None):
         if rc != OK:
             _raise_writer(rc, w)
         _lib.lib.mst_writer_set_fsync(w, 1 if fsync else 0)
+        _lib.lib.mst_writer_set_checksums(w, 1 if checksums else 0)
         i64 = _lib.int64_array
         # Errors of the adds are kept by the writer and returned by the commit on every rank.
         for kind, cname, code, shape, start, count, ptr, _keep in decls:
@@ -440,7 +444,7 @@ def read_header(path):
         return header
 
 
-def load(path, names=None, framework="numpy"):
+def load(path, names=None, framework="numpy", verify=False):
     """Reads tensors of the file at `path` (all, or those in `names`) into a
     dict of name -> array, through the C reader. Local (no MPI).
 
@@ -449,18 +453,25 @@ def load(path, names=None, framework="numpy"):
     flat uint8 array of the tensor's bytes.
     framework="torch": torch tensors of the matching torch dtype; raises
     mst.Error(ERR_UNKNOWN_DTYPE) for a dtype this torch lacks.
-    A missing name raises mst.Error(ERR_NOT_FOUND)."""
+    A missing name raises mst.Error(ERR_NOT_FOUND).
+    verify=True checks each tensor read against the file's "mst.crc32"
+    checksums: mst.Error(ERR_CHECKSUM) names a tensor whose bytes differ;
+    a file without checksums raises mst.Error(ERR_NOT_FOUND)."""
     if framework not in ("numpy", "torch"):
         raise ValueError(f"framework must be 'numpy' or 'torch', not {framework!r}")
     with _Reader(path) as r:
-        entries = {name: e for name, *e in r.tensors()}
+        entries = {name: [i] + e for i, (name, *e) in enumerate(r.tensors())}
         wanted = list(entries) if names is None else list(names)
         out = {}
         for name in wanted:
             if name not in entries:
                 raise Error(ERR_NOT_FOUND, f"no tensor {name!r} in {os.fsdecode(path)}")
-            raw, dtype, shape, begin, end = entries[name]
+            index, raw, dtype, shape, begin, end = entries[name]
             buf = r.read(raw, end - begin)
+            if verify:
+                rc = _lib.lib.mst_reader_check_index(r.r, index, buf.ctypes.data, end - begin)
+                if rc != OK:
+                    r._raise(rc)
             out[name] = _as_torch(buf, dtype, shape) if framework == "torch" else \
                 _as_numpy(buf, dtype, shape)
         return out
