@@ -111,9 +111,6 @@ void ml_plan_free(ml_plan *p);
 
 /* The chunk as a box: cs, cc (nd each). */
 void ml_chunk_box(const ml_group *g, const ml_chunk *c, uint64_t *cs, uint64_t *cc);
-/* The part of a box inside a box (mst_redist_intersect). */
-int ml_intersect(int nd, const uint64_t *sb, const uint64_t *cb, const uint64_t *cs,
-                 const uint64_t *cc, uint64_t *lo, uint64_t *cnt);
 
 /* Calls emit(ctx, off, len) for the byte ranges of chunk c (offsets within
  * the chunk) that some box of its group needs, in increasing order, adjacent

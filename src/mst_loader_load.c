@@ -8,6 +8,7 @@
  * the loader's and handed to their sinks. */
 #include "mst_loader.h"
 #include "mst_io.h"
+#include "mst_redist.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -191,38 +192,6 @@ static int read_round(mst_loader *l, const ml_plan *p, size_t c0, size_t c1, cha
 
 /* ---- the exchange ------------------------------------------------------------------ */
 
-/* The datatype of region (lo, cnt) of a C-order byte array with dimensions
- * dims, and the byte offset of its first byte (as region_type in
- * mst_redist.c). The region lies inside one chunk: its counts fit an int. */
-static int region_type(int nd, const uint64_t *dims, const uint64_t *lo, const uint64_t *cnt,
-                       uint64_t *disp, MPI_Datatype *t)
-{
-    uint64_t stride = 1, run = 1, off = 0, st[64];
-    MPI_Datatype cur, next;
-    int k = nd - 1, rc;
-    for (int d = nd - 1; d >= 0; d--) {
-        st[d] = stride;
-        off += lo[d] * stride;
-        stride *= dims[d];
-    }
-    while (k > 0 && cnt[k] == dims[k])
-        k--;
-    for (int d = k; d < nd; d++)
-        run *= cnt[d];
-    rc = MPI_Type_contiguous((int)run, MPI_BYTE, &cur);
-    for (int d = k - 1; d >= 0 && rc == MPI_SUCCESS; d--) {
-        if (cnt[d] == 1)
-            continue;
-        rc = MPI_Type_create_hvector((int)cnt[d], 1, (MPI_Aint)st[d], cur, &next);
-        MPI_Type_free(&cur);
-        cur = next;
-    }
-    if (rc != MPI_SUCCESS)
-        return rc;
-    *disp = off;
-    *t = cur;
-    return MPI_SUCCESS;
-}
 
 typedef struct piece {
     int peer;
@@ -300,7 +269,8 @@ static void clear_round(round_state *rs, int nranks)
 static int build_pieces(mst_loader *l, const ml_plan *p, size_t c0, size_t c1, char *stage,
                         char *sstage, round_state *rs)
 {
-    uint64_t cs[64], cc[64], lo[64], cnt[64], rel[64], spos = 0, disp;
+    uint64_t cs[64], cc[64], lo[64], cnt[64], rel[64], spos = 0;
+    MPI_Aint disp;
     int rc = MPI_SUCCESS;
     for (size_t ci = c0; ci < c1 && rc == MPI_SUCCESS; ci++) {
         const ml_chunk *c = &p->c[ci];
@@ -312,12 +282,12 @@ static int build_pieces(mst_loader *l, const ml_plan *p, size_t c0, size_t c1, c
             MPI_Datatype t;
             if (x->owner != l->rank && c->dest != l->rank)
                 continue;
-            if (!ml_intersect(nd, x->sb, x->cb, cs, cc, lo, cnt))
+            if (!mst_redist_intersect((size_t)nd, x->sb, x->cb, cs, cc, lo, cnt))
                 continue;
             if (c->dest == l->rank) { /* send from the read buffer */
                 for (int d = 0; d < nd; d++)
                     rel[d] = lo[d] - cs[d];
-                rc = region_type(nd, cc, rel, cnt, &disp, &t);
+                rc = mst_redist_region_type(nd, cc, rel, cnt, &disp, &t);
                 if (rc == MPI_SUCCESS &&
                     (rc = add_piece(rs, x->owner, 0, stage + c->stage + disp, t)) != MPI_SUCCESS)
                     MPI_Type_free(&t);
@@ -327,7 +297,7 @@ static int build_pieces(mst_loader *l, const ml_plan *p, size_t c0, size_t c1, c
                 for (int d = 0; d < nd; d++)
                     rel[d] = lo[d] - x->sb[d];
                 if (!r->sink) {
-                    rc = region_type(nd, x->cb, rel, cnt, &disp, &t);
+                    rc = mst_redist_region_type(nd, x->cb, rel, cnt, &disp, &t);
                     if (rc == MPI_SUCCESS &&
                         (rc = add_piece(rs, c->dest, 1, (char *)r->buf + disp, t)) != MPI_SUCCESS)
                         MPI_Type_free(&t);

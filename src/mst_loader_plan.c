@@ -5,6 +5,7 @@
  * reader rank and a round for each chunk, and, for a chunk, the byte ranges
  * that some box needs. */
 #include "mst_loader.h"
+#include "mst_redist_plan.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -35,33 +36,7 @@ void ml_plan_free(ml_plan *p)
 
 void ml_chunk_box(const ml_group *g, const ml_chunk *c, uint64_t *cs, uint64_t *cc)
 {
-    uint64_t row = c->row;
-    for (int d = g->m - 1; d >= 0; d--) {
-        cs[d] = row % g->gbv[d];
-        cc[d] = 1;
-        row /= g->gbv[d];
-    }
-    cs[g->m] = c->a;
-    cc[g->m] = c->l;
-    for (int d = g->m + 1; d < g->nd; d++) {
-        cs[d] = 0;
-        cc[d] = g->gbv[d];
-    }
-}
-
-int ml_intersect(int nd, const uint64_t *sb, const uint64_t *cb, const uint64_t *cs,
-                 const uint64_t *cc, uint64_t *lo, uint64_t *cnt)
-{
-    for (int d = 0; d < nd; d++) {
-        uint64_t a = sb[d] > cs[d] ? sb[d] : cs[d];
-        uint64_t e1 = sb[d] + cb[d], e2 = cs[d] + cc[d];
-        uint64_t e = e1 < e2 ? e1 : e2;
-        if (e <= a)
-            return 0;
-        lo[d] = a;
-        cnt[d] = e - a;
-    }
-    return 1;
+    mst_chunk_box(g->nd, g->gbv, g->m, c->row, c->a, c->l, cs, cc);
 }
 
 static uint64_t volume(int nd, const uint64_t *cnt)
@@ -198,7 +173,7 @@ static int cut(ml_plan *p, int nranks, int me, uint64_t buffer)
                 ml_chunk_box(g, &c, cs, cc);
                 /* does a box need it; the streamed bytes per owner */
                 for (size_t b = g->b0; b < g->b1; b++)
-                    if (ml_intersect(g->nd, p->boxes[b].sb, p->boxes[b].cb, cs, cc, lo, cnt))
+                    if (mst_redist_intersect((size_t)g->nd, p->boxes[b].sb, p->boxes[b].cb, cs, cc, lo, cnt))
                         needed = 1;
                 if (!needed)
                     continue;
@@ -212,7 +187,7 @@ static int cut(ml_plan *p, int nranks, int me, uint64_t buffer)
                 }
                 for (size_t b = g->b0; b < g->b1 && dest >= 0; b++) {
                     const ml_box *x = &p->boxes[b];
-                    if (x->stream && ml_intersect(g->nd, x->sb, x->cb, cs, cc, lo, cnt) &&
+                    if (x->stream && mst_redist_intersect((size_t)g->nd, x->sb, x->cb, cs, cc, lo, cnt) &&
                         sfill[x->owner] + volume(g->nd, cnt) > buffer &&
                         sfill[x->owner] > 0)
                         dest = -1;
@@ -224,7 +199,7 @@ static int cut(ml_plan *p, int nranks, int me, uint64_t buffer)
                 }
                 for (size_t b = g->b0; b < g->b1; b++) {
                     const ml_box *x = &p->boxes[b];
-                    if (x->stream && ml_intersect(g->nd, x->sb, x->cb, cs, cc, lo, cnt)) {
+                    if (x->stream && mst_redist_intersect((size_t)g->nd, x->sb, x->cb, cs, cc, lo, cnt)) {
                         sfill[x->owner] += volume(g->nd, cnt);
                         if (x->owner == me && sfill[me] > p->stream_need)
                             p->stream_need = sfill[me];
@@ -302,7 +277,7 @@ int ml_chunk_needs(const ml_plan *p, const ml_chunk *c, ml_emit_fn emit, void *c
     }
     bcnt = blo + nb * (size_t)nd;
     for (size_t b = g->b0; b < g->b1; b++) {
-        if (!ml_intersect(nd, p->boxes[b].sb, p->boxes[b].cb, cs, cc, lo, cnt))
+        if (!mst_redist_intersect((size_t)nd, p->boxes[b].sb, p->boxes[b].cb, cs, cc, lo, cnt))
             continue;
         if (volume(nd, cnt) == c->bytes) { /* one box covers the chunk */
             free(blo);

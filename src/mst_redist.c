@@ -64,8 +64,8 @@ typedef struct piece {
  * with dimensions dims, and the displacement of its first byte. The region
  * lies inside one chunk, so every count fits in an int.
  */
-static int region_type(int ndim, const uint64_t *dims, const uint64_t *lo, const uint64_t *cnt,
-                       MPI_Aint *disp, MPI_Datatype *t)
+int mst_redist_region_type(int ndim, const uint64_t *dims, const uint64_t *lo,
+                           const uint64_t *cnt, MPI_Aint *disp, MPI_Datatype *t)
 {
     uint64_t stride = 1, run = 1, off = 0;
     uint64_t strides[64];
@@ -182,7 +182,7 @@ static int build_round(const mst_redist_plan *s, size_t c0, size_t c1, int me, i
             if (c->dest == me) {
                 for (size_t d = 0; d < nd; d++)
                     rel[d] = lo[d] - cs[d];
-                rc = region_type(r->ndim, cc, rel, cnt, &disp, &t);
+                rc = mst_redist_region_type(r->ndim, cc, rel, cnt, &disp, &t);
                 if (rc == MPI_SUCCESS &&
                     (rc = add_piece(rt, owner, 1, disp + (MPI_Aint)c->stage, t)) != MPI_SUCCESS)
                     MPI_Type_free(&t);
@@ -192,7 +192,7 @@ static int build_round(const mst_redist_plan *s, size_t c0, size_t c1, int me, i
                 for (size_t d = 0; d < nd; d++)
                     rel[d] = lo[d] - sb[d];
                 const void *mem = data(ctx, (size_t)box[1]);
-                rc = region_type(r->ndim, cb, rel, cnt, &disp, &t);
+                rc = mst_redist_region_type(r->ndim, cb, rel, cnt, &disp, &t);
                 if (rc == MPI_SUCCESS && !rt->sbuf) {
                     rt->sbuf = mem;
                     rc = MPI_Get_address(mem, &rt->saddr);

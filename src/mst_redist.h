@@ -56,4 +56,11 @@ int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_
                      void *ctx, MPI_File fh, const char *path, uint64_t buffer,
                      struct mst_crc_acc *crc, mst_err *err);
 
+/* Local. The datatype of region (count cnt at lo) of a C-order byte array
+ * with dimensions dims[ndim], and the displacement of its first byte; the
+ * region lies inside one chunk, so every count fits an int. Used by the
+ * redistribution and by the loader. MPI's code. */
+int mst_redist_region_type(int ndim, const uint64_t *dims, const uint64_t *lo,
+                           const uint64_t *cnt, MPI_Aint *disp, MPI_Datatype *t);
+
 #endif

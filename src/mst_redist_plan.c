@@ -277,21 +277,26 @@ int mst_redist_cut(mst_redist_plan *s, int nranks, int me, uint64_t buffer)
     return 0;
 }
 
+void mst_chunk_box(int ndim, const uint64_t *gb, int m, uint64_t row, uint64_t a, uint64_t l,
+                   uint64_t *cs, uint64_t *cc)
+{
+    for (int d = m - 1; d >= 0; d--) {
+        cs[d] = row % gb[d];
+        cc[d] = 1;
+        row /= gb[d];
+    }
+    cs[m] = a;
+    cc[m] = l;
+    for (int d = m + 1; d < ndim; d++) {
+        cs[d] = 0;
+        cc[d] = gb[d];
+    }
+}
+
 void mst_redist_chunk_box(const mst_redist_tensor *r, const mst_redist_chunk *c, uint64_t *cs,
                           uint64_t *cc)
 {
-    uint64_t row = c->row;
-    for (int d = r->m - 1; d >= 0; d--) {
-        cs[d] = row % r->gb[d];
-        cc[d] = 1;
-        row /= r->gb[d];
-    }
-    cs[r->m] = c->a;
-    cc[r->m] = c->l;
-    for (int d = r->m + 1; d < r->ndim; d++) {
-        cs[d] = 0;
-        cc[d] = r->gb[d];
-    }
+    mst_chunk_box(r->ndim, r->gb, r->m, c->row, c->a, c->l, cs, cc);
 }
 
 int mst_redist_intersect(size_t ndim, const uint64_t *sb, const uint64_t *cb, const uint64_t *cs,

@@ -74,6 +74,13 @@ int mst_redist_read(const uint64_t *tab, size_t len, mst_redist_tensor **out, si
  * computes the same. 0, or -1 when memory runs out. */
 int mst_redist_cut(mst_redist_plan *s, int nranks, int me, uint64_t buffer);
 
+/* A chunk of a tensor of byte dimensions gb[ndim], cut along dimension m
+ * (row: the linear index over the dimensions before m; [a, a + l) along m),
+ * as a box: start cs, count cc. The writer's redistribution and the loader
+ * cut tensors the same way. */
+void mst_chunk_box(int ndim, const uint64_t *gb, int m, uint64_t row, uint64_t a, uint64_t l,
+                   uint64_t *cs, uint64_t *cc);
+
 /* The chunk as a box: start cs, count cc (byte dimensions). */
 void mst_redist_chunk_box(const mst_redist_tensor *r, const mst_redist_chunk *c, uint64_t *cs,
                           uint64_t *cc);
