@@ -760,14 +760,14 @@ static void run_target_cases(void)
     p = case_path("symlink", "latest");
     snprintf(dir, sizeof dir, "%s/symlink", base_dir);
     if (rank == 0) {
-        char step[4096];
+        char step[8192];
         snprintf(step, sizeof step, "%s/step_1000.safetensors", dir);
         CHECK(t_write_file(step, previous, sizeof previous) == 0);
         CHECK(symlink("step_1000.safetensors", p) == 0);
     }
     MPI_Barrier(MPI_COMM_WORLD);
     {
-        char step[4096], link[256];
+        char step[8192], link[256];
         ssize_t n;
         snprintf(step, sizeof step, "%s/step_1000.safetensors", dir);
         save_ok("symlink", p, step);
@@ -784,7 +784,7 @@ static void run_target_cases(void)
         CHECK(symlink("step_2000.safetensors", p) == 0);
     MPI_Barrier(MPI_COMM_WORLD);
     {
-        char step[4096];
+        char step[8192];
         snprintf(step, sizeof step, "%s/symlink_dangling/step_2000.safetensors", base_dir);
         save_ok("symlink_dangling", p, step);
         if (rank == 0)
@@ -792,7 +792,7 @@ static void run_target_cases(void)
     }
     p = case_path("symlink_loop", "a");
     if (rank == 0) {
-        char b[4096];
+        char b[8192];
         snprintf(b, sizeof b, "%s/symlink_loop/b", base_dir);
         CHECK(symlink("b", p) == 0 && symlink("a", b) == 0);
     }
