@@ -31,3 +31,18 @@ done
 cd "$MST_BUILD"
 # shellcheck disable=SC2086
 ctest --output-on-failure -j "$JOBS" $tier "$@"
+# MPICH and Open MPI write the same bytes: the suite compares each save with the
+# oracle's file; here, also one save of the same program built against each
+# (when an Open MPI build is at hand: $MST_ROOT/build, made by scripts/build.sh).
+ompi_example=$MST_ROOT/build/examples/save_example
+if [ "$MST_MPI" = mpich ] && [ -x "$ompi_example" ]; then
+    x=$(mktemp -d)
+    trap 'rm -rf "$x"' EXIT
+    mpiexec.mpich -n 3 "$MST_BUILD/examples/save_example" "$x/mpich.safetensors" >/dev/null
+    mpiexec.openmpi -n 3 --oversubscribe "$ompi_example" "$x/openmpi.safetensors" >/dev/null
+    if ! cmp "$x/mpich.safetensors" "$x/openmpi.safetensors"; then
+        echo "save_example at 3 ranks: MPICH's and Open MPI's files differ" >&2
+        exit 1
+    fi
+    echo "save_example at 3 ranks: MPICH's file is byte-identical to Open MPI's"
+fi
