@@ -138,6 +138,7 @@ def main():
         sys.exit(__doc__)
     examples, oracle, work = sys.argv[1:4]
     ensure_packages()
+    stop_stale(work)
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     work = os.path.realpath(work)
@@ -183,6 +184,21 @@ def main():
     finally:
         d.stop()
         print("daemons stopped", flush=True)
+
+
+def stop_stale(work):
+    """Daemons of an earlier run killed before it could stop them (their pid files)."""
+    for name, pidfile in (("slurmd", "slurmd.pid"), ("slurmctld", "slurmctld.pid"),
+                          ("munged", "munge/munged.pid")):
+        try:
+            pid = int(read(os.path.join(work, pidfile)).split()[0])
+            with open("/proc/%d/comm" % pid) as f:
+                if f.read().strip() != name:
+                    continue
+            os.kill(pid, signal.SIGKILL)
+            print("stopped a stale %s (pid %d)" % (name, pid))
+        except (ValueError, IndexError, OSError):
+            pass
 
 
 def read(path):
