@@ -5,6 +5,7 @@
 #   scripts/build.sh [--mpi openmpi|mpich] [cmake options...]
 set -eu
 if [ "${1:-}" = "--mpi" ]; then
+    # shellcheck disable=SC2034  # read by env.sh
     MST_MPI=${2:?--mpi needs openmpi or mpich}
     shift 2
 fi
