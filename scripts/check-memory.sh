@@ -1,8 +1,9 @@
 #!/bin/sh
 # The test suite under AddressSanitizer + UndefinedBehaviorSanitizer (every
 # test, slow ones included, but the install test, whose plain consumers cannot
-# load a sanitized libmst), then under valgrind memcheck (every test but the
-# slow 2 GiB ones). Leaks and errors inside Open MPI itself are suppressed
+# load a sanitized libmst; as root the multihost and SLURM tiers too), then
+# under valgrind memcheck (every test but the slow 2 GiB ones, the tools', and
+# the multihost and SLURM tiers, which would run their programs without it). Leaks and errors inside Open MPI itself are suppressed
 # (tests/common/lsan.supp, tests/common/valgrind.supp, Open MPI's own suppression file);
 # anything in mst's frames fails the run.
 #   scripts/check-memory.sh [asan|valgrind]   (default: both)
@@ -27,7 +28,7 @@ if [ "$what" != asan ]; then
     vg="valgrind;--error-exitcode=99;--leak-check=full;--show-leak-kinds=definite;--errors-for-leak-kinds=definite;--track-origins=yes;--num-callers=40;--suppressions=$supp;--suppressions=$MST_ROOT/tests/common/valgrind.supp;--gen-suppressions=all"
     MST_BUILD="$MST_ROOT/build-valgrind" "$MST_ROOT/scripts/build.sh" \
         -DCMAKE_BUILD_TYPE=Debug "-DMST_TEST_LAUNCHER=$vg" >/dev/null
-    ctest --test-dir "$MST_ROOT/build-valgrind" --output-on-failure -j "$JOBS" -LE "slow|tools|install" \
+    ctest --test-dir "$MST_ROOT/build-valgrind" --output-on-failure -j "$JOBS" -LE "slow|tools|install|multihost|slurm" \
         --timeout 1800
 fi
 echo "memory checks passed ($what)"

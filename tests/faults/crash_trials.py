@@ -35,14 +35,27 @@ def short_host():
     return re.sub(r"[^A-Za-z0-9_-]", "_", h)
 
 
-def children(pid):
+def children(pid, name):
+    """The processes called name below pid: the ranks, children of Open MPI's
+    mpirun or grandchildren of MPICH's mpiexec (through hydra_pmi_proxy)."""
     out = []
+    kids = []
     try:
         for t in os.listdir("/proc/%d/task" % pid):
             with open("/proc/%d/task/%s/children" % (pid, t)) as f:
-                out += [int(x) for x in f.read().split()]
+                kids += [int(x) for x in f.read().split()]
     except OSError:
         pass
+    for k in kids:
+        try:
+            with open("/proc/%d/comm" % k) as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm == name[:15]:
+            out.append(k)
+        else:
+            out += children(k, name)
     return out
 
 
@@ -194,7 +207,7 @@ def main():
         variant = 1 if before == contents[0] else 0
         kill_all = i % 3 == 2
         p, head = start(target, variant)
-        kids = children(p.pid)
+        kids = children(p.pid, os.path.basename(tfaults))
         time.sleep(rng.uniform(0, window))
         victims = kids if kill_all else (rng.sample(kids, 1) if kids else [])
         for k in victims:

@@ -76,7 +76,7 @@ static void init(void)
         while (dir_len > 1 && dir[dir_len - 1] == '/')
             dir[--dir_len] = '\0';
     }
-    if ((s = getenv("OMPI_COMM_WORLD_RANK"))) my_rank = atoi(s);
+    if ((s = getenv("OMPI_COMM_WORLD_RANK")) || (s = getenv("PMI_RANK"))) my_rank = atoi(s); /* Open MPI, MPICH */
     if ((s = getenv("MST_FAULT_RANK")) && *s) fault_rank = atoi(s);
     if ((s = getenv("MST_FAULT_OP")))
         for (int i = 0; i < OP_N; i++)

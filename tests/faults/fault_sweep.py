@@ -39,7 +39,11 @@ def main():
             env.update(fault)
         cmd = [mpiexec, "-np", str(np_)]
         for k, v in env.items():
-            cmd += ["-x", "%s=%s" % (k, v)]
+            # to the ranks only (not to mpiexec): Open MPI's -x, MPICH's -genv
+            if os.environ.get("MST_MPI_FLAVOUR", "openmpi") == "openmpi":
+                cmd += ["-x", "%s=%s" % (k, v)]
+            else:
+                cmd += ["-genv", k, v]
         cmd += [tfaults] + args
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, start_new_session=True)

@@ -61,7 +61,8 @@ add_executable(consumer save_example.c)
 target_link_libraries(consumer PRIVATE mst::mst)
 CM
 cp "$src/examples/save_example.c" "$work/consumer/"
-cmake -S "$work/consumer" -B "$work/consumer/build" >"$work/consumer.log" 2>&1 \
+cmake -S "$work/consumer" -B "$work/consumer/build" -DMPI_C_COMPILER="${MST_MPICC:-mpicc}" \
+    >"$work/consumer.log" 2>&1 \
     || { cat "$work/consumer.log"; fail "find_package(mst) consumer: configure"; }
 cmake --build "$work/consumer/build" >>"$work/consumer.log" 2>&1 \
     || { cat "$work/consumer.log"; fail "find_package(mst) consumer: build"; }
@@ -73,16 +74,17 @@ libdir=$(pkg-config --variable=libdir mst)
 test -e "$libdir/libmst.so.0" || fail "the .pc file's libdir $libdir holds no libmst.so.0"
 test "$(cd "$libdir" && pwd -P)" = "$(cd "$(dirname "$(dpkg -L mst | grep '/libmst\.so\.0$')")" && pwd -P)" \
     || fail "the .pc file's libdir $libdir is not the package's"
-mpicc "$src/examples/save_example.c" -o "$work/consumer/pc_example" $(pkg-config --cflags --libs mst) \
+"${MST_MPICC:-mpicc}" "$src/examples/save_example.c" -o "$work/consumer/pc_example" $(pkg-config --cflags --libs mst) \
     || fail "pkg-config consumer: build"
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 over=""
-mpiexec --version 2>&1 | grep -q "Open MPI" && over=--oversubscribe
+mpiexec=${MPIEXEC:-mpiexec}  # the MPI of the build (CTest's environment)
+"$mpiexec" --version 2>&1 | grep -q "Open MPI" && over=--oversubscribe
 # a save from 2 ranks with each program, read back by the installed mst-inspect
-env -u LD_LIBRARY_PATH mpiexec -n 2 $over "$work/consumer/build/consumer" "$work/a.safetensors" \
+env -u LD_LIBRARY_PATH "$mpiexec" -n 2 $over "$work/consumer/build/consumer" "$work/a.safetensors" \
     || fail "find_package(mst) consumer: run"
-env -u LD_LIBRARY_PATH mpiexec -n 2 $over "$work/consumer/pc_example" "$work/b.safetensors" \
+env -u LD_LIBRARY_PATH "$mpiexec" -n 2 $over "$work/consumer/pc_example" "$work/b.safetensors" \
     || fail "pkg-config consumer: run"
 cmp "$work/a.safetensors" "$work/b.safetensors" || fail "the two consumers' files differ"
 test "$(command -v mst-inspect)" = /usr/bin/mst-inspect || fail "mst-inspect is not /usr/bin/mst-inspect"

@@ -5,6 +5,8 @@
 #   test_install.sh BUILD_DIR SOURCE_DIR WORK_DIR
 set -eu
 build=$1 src=$2 work=$3
+# the MPI of the build (CTest's environment): its mpicc, mpiexec and mpiexec options
+mpicc=${MST_MPICC:-mpicc} mpiexec=${MPIEXEC:-mpiexec} flags=${MST_MPIEXEC_FLAGS---oversubscribe}
 rm -rf "$work"
 mkdir -p "$work/consumer"
 cmake --install "$build" --prefix "$work/prefix" >/dev/null
@@ -17,19 +19,20 @@ add_executable(consumer save_example.c)
 target_link_libraries(consumer PRIVATE mst::mst)
 CM
 cp "$src/examples/save_example.c" "$work/consumer/"
-cmake -S "$work/consumer" -B "$work/consumer/build" -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
+cmake -S "$work/consumer" -B "$work/consumer/build" -DCMAKE_PREFIX_PATH="$work/prefix" \
+    -DMPI_C_COMPILER="$mpicc" >/dev/null
 cmake --build "$work/consumer/build" >/dev/null
 
 libdir=$(ls -d "$work"/prefix/lib*/ | head -n 1)
 PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --exists mst
 test "$(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --modversion mst)" = "$(sed -n 's/^ *VERSION \([0-9.]*\)$/\1/p' "$src/CMakeLists.txt")"
-mpicc "$src/examples/save_example.c" -o "$work/consumer/pc_example" \
+"$mpicc" "$src/examples/save_example.c" -o "$work/consumer/pc_example" \
     $(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --cflags --libs mst)
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-mpiexec -n 2 --oversubscribe "$work/consumer/build/consumer" "$work/a.safetensors"
+"$mpiexec" -n 2 $flags "$work/consumer/build/consumer" "$work/a.safetensors"
 # the .pc file's rpath finds libmst, not LD_LIBRARY_PATH
-env -u LD_LIBRARY_PATH mpiexec -n 2 --oversubscribe "$work/consumer/pc_example" "$work/b.safetensors"
+env -u LD_LIBRARY_PATH "$mpiexec" -n 2 $flags "$work/consumer/pc_example" "$work/b.safetensors"
 cmp "$work/a.safetensors" "$work/b.safetensors"
 "$work/prefix/bin/mst-inspect" --check "$work/a.safetensors"
 

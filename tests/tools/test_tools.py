@@ -19,6 +19,8 @@ MERGE = os.environ.get("MST_MERGE") or os.path.join(os.path.dirname(INSPECT), "m
 CLEAN = os.environ.get("MST_CLEAN") or os.path.join(os.path.dirname(INSPECT), "mst-clean")
 SRC = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MPIEXEC = os.environ.get("MPIEXEC", "mpiexec")
+# the launcher's own options, per MPI (Open MPI: --oversubscribe; MPICH: none)
+FLAGS = os.environ.get("MST_MPIEXEC_FLAGS", "--oversubscribe").split()
 WORK = os.environ["WORK"]
 failures = []
 
@@ -34,7 +36,7 @@ def run(*args):
 
 
 def mpirun(np, *args):
-    return run(MPIEXEC, "-n", str(np), "--oversubscribe", *args)
+    return run(MPIEXEC, "-n", str(np), *FLAGS, *args)
 
 
 def project_version():
