@@ -25,8 +25,9 @@
 #include "bench_probes.h"
 #include "mst.h"
 
-const char *const bench_method_names[M_COUNT] = {"mst", "gather", "per-rank", "raw",
-                                                 "per-rank+consolidate", "mst+crc"};
+const char *const bench_method_names[M_COUNT] = {
+    "mst",     "gather",     "per-rank",     "raw",     "per-rank+consolidate",
+    "mst+crc", "load", "load-local", "load-scatter", "load-raw"};
 
 /* the next save through mst with checksums (the methods mst+crc, or mst
  * with --checksums) */

@@ -10,8 +10,10 @@
 
 #include "bench_workload.h"
 
-/* M_MST_CRC: mst with checksums (mst_writer_set_checksums), to interleave with M_MST */
-enum { M_MST, M_GATHER, M_PERRANK, M_RAW, M_CONSOLIDATE, M_MST_CRC, M_COUNT };
+/* M_MST_CRC: mst with checksums (mst_writer_set_checksums), to interleave with M_MST;
+ * M_LOAD and after: the load methods (bench_load.c), not to mix with the saves */
+enum { M_MST, M_GATHER, M_PERRANK, M_RAW, M_CONSOLIDATE, M_MST_CRC, M_LOAD, M_LOAD_LOCAL,
+       M_LOAD_SCATTER, M_LOAD_RAW, M_COUNT };
 extern const char *const bench_method_names[M_COUNT];
 
 typedef struct bench_options {
@@ -21,6 +23,8 @@ typedef struct bench_options {
     int nmethods;
     int verify, fsync, repeat, remove, warmup;
     int checksums; /* --checksums: the method mst with checksums on */
+    int no_save;   /* --no-save: the load methods read the existing file */
+    int keep_cache; /* --keep-cache: the load methods do not drop the page cache */
     const char *hints[16]; /* --hint KEY=VALUE, for the mst method's MPI_Info */
     int nhints;
 } bench_options;

@@ -120,6 +120,33 @@ static void fill_piece(const bench_workload *wl, piece *p)
     }
 }
 
+int bench_piece_of(const bench_workload *wl, uint64_t i, int rank, int size, piece *p)
+{
+    memset(p, 0, sizeof *p);
+    bench_describe(wl, i, &p->t);
+    p->index = i;
+    if (wl->layout == L_WHOLE || p->t.nbytes == 0) {
+        if (i % (uint64_t)size != (uint64_t)rank)
+            return 0;
+        p->whole = 1;
+        p->nbytes = p->t.nbytes;
+    } else {
+        int dim = wl->layout == L_COLS && p->t.ndim == 2 ? 1 : 0;
+        int64_t e = p->t.shape[dim];
+        int64_t lo = e * rank / size, hi = e * (rank + 1) / size;
+        uint64_t nel = 1;
+        if (hi <= lo)
+            return 0;
+        for (int d = 0; d < p->t.ndim; d++) {
+            p->start[d] = d == dim ? lo : 0;
+            p->count[d] = d == dim ? hi - lo : p->t.shape[d];
+            nel *= (uint64_t)p->count[d];
+        }
+        p->nbytes = nel * (uint64_t)mst_dtype_bits(p->t.dtype) / 8;
+    }
+    return 1;
+}
+
 int bench_make_pieces(const bench_workload *wl, int rank, int size, piece **out, size_t *nout,
                       unsigned char **slab, uint64_t *slab_bytes)
 {
@@ -131,28 +158,8 @@ int bench_make_pieces(const bench_workload *wl, int rank, int size, piece **out,
         return -1;
     for (uint64_t i = 0; i < wl->tensors; i++) {
         piece p;
-        memset(&p, 0, sizeof p);
-        bench_describe(wl, i, &p.t);
-        p.index = i;
-        if (wl->layout == L_WHOLE || p.t.nbytes == 0) {
-            if (i % (uint64_t)size != (uint64_t)rank)
-                continue;
-            p.whole = 1;
-            p.nbytes = p.t.nbytes;
-        } else {
-            int dim = wl->layout == L_COLS && p.t.ndim == 2 ? 1 : 0;
-            int64_t e = p.t.shape[dim];
-            int64_t lo = e * rank / size, hi = e * (rank + 1) / size;
-            uint64_t nel = 1;
-            if (hi <= lo)
-                continue;
-            for (int d = 0; d < p.t.ndim; d++) {
-                p.start[d] = d == dim ? lo : 0;
-                p.count[d] = d == dim ? hi - lo : p.t.shape[d];
-                nel *= (uint64_t)p.count[d];
-            }
-            p.nbytes = nel * (uint64_t)mst_dtype_bits(p.t.dtype) / 8;
-        }
+        if (!bench_piece_of(wl, i, rank, size, &p))
+            continue;
         ps[n++] = p;
         total += p.nbytes;
     }

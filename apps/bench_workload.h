@@ -54,6 +54,10 @@ typedef struct piece {
 int bench_make_pieces(const bench_workload *wl, int rank, int size, piece **out, size_t *nout,
                       unsigned char **slab, uint64_t *slab_bytes);
 
+/* Rank `rank`'s piece of tensor i (no data), as bench_make_pieces makes it:
+ * 1 if that rank holds one, else 0. */
+int bench_piece_of(const bench_workload *wl, uint64_t i, int rank, int size, piece *p);
+
 /* The key of a tensor's bytes, and bytes [off, off+len) of its data. */
 uint64_t bench_name_key(uint64_t seed, const char *name);
 void bench_fill(unsigned char *buf, uint64_t off, uint64_t len, uint64_t key);

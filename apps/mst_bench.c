@@ -35,6 +35,7 @@
 
 #include <mpi.h>
 
+#include "bench_load.h"
 #include "bench_methods.h"
 #include "bench_probes.h"
 #include "bench_workload.h"
@@ -48,7 +49,14 @@ static void usage(FILE *f)
             "usage: mpirun -np N mst-bench -o FILE [options]\n"
             "  -o, --out FILE    target file (on the file system to measure)\n"
             "  --method LIST     comma-separated, interleaved per repeat (default mst):\n"
-            "                    mst gather per-rank raw per-rank+consolidate, or all\n"
+            "                    mst gather per-rank raw per-rank+consolidate, or all;\n"
+            "                    or loads (not mixed with saves): load load-local\n"
+            "                    load-scatter load-raw (every rank reads its part of\n"
+            "                    the checkpoint back, as --layout splits it)\n"
+            "  --no-save         load methods: read the existing FILE (written by mst-bench\n"
+            "                    with the same --size --tensors --mix --dtype --seed)\n"
+            "  --keep-cache      load methods: do not drop the page cache before each run\n"
+            "                    (it is dropped when /proc/sys/vm/drop_caches is writable)\n"
             "  --size SIZE       total tensor bytes (default 256MiB); suffixes K M G (1000s)\n"
             "                    or KiB MiB GiB (1024s)\n"
             "  --tensors N       number of tensors (default 64)\n"
@@ -200,6 +208,10 @@ static int parse_args(int argc, char **argv, bench_options *o, FILE *err, int ra
             i++;
         } else if (!strcmp(a, "--no-fsync")) {
             o->fsync = 0;
+        } else if (!strcmp(a, "--keep-cache")) {
+            o->keep_cache = 1;
+        } else if (!strcmp(a, "--no-save")) {
+            o->no_save = 1;
         } else if (!strcmp(a, "--checksums")) {
             o->checksums = 1;
         } else if (!strcmp(a, "--verify")) {
@@ -232,6 +244,12 @@ static int parse_args(int argc, char **argv, bench_options *o, FILE *err, int ra
         }
         return 2;
     }
+    for (int k = 1; k < o->nmethods; k++)
+        if ((o->methods[k] >= M_LOAD) != (o->methods[0] >= M_LOAD)) {
+            if (rank == 0)
+                fprintf(err, "mst-bench: the load methods do not mix with the save methods\n");
+            return 2;
+        }
     if (o->wl.layout != L_WHOLE)
         for (int k = 0; k < o->nmethods; k++)
             if (o->methods[k] == M_GATHER || o->methods[k] == M_CONSOLIDATE) {
@@ -391,6 +409,10 @@ int bench_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
     }
 
     warm_up(&c);
+    if (o.methods[0] >= M_LOAD) {
+        status = bench_load_main(&c, out);
+        goto done;
+    }
     for (int run = 0; run < o.warmup && !status; run++)
         for (int k = 0; k < o.nmethods && !status; k++)
             status = one_run(&c, o.methods[k], -1, out, 1);

@@ -16,7 +16,13 @@
 #   memory     column splits with the same box per rank at 1, 2, 4, 8 ranks: the
 #              global tensors grow with the ranks, a rank's memory must not;
 #   planning   1,000,000 tiny tensors over 1 and 16 ranks (100,000 over 1 and
-#              4 in --quick); 1 rank is the plan alone, without the exchange.
+#              4 in --quick); 1 rank is the plan alone, without the exchange;
+#   load       (only when named in --sections) the parallel loader against
+#              load-raw, load-local and load-scatter, rows and cols, at each rank
+#              count, methods interleaved, the page cache dropped before each run
+#              where /proc/sys/vm/drop_caches is writable; then the header of
+#              1,000,000 tiny tensors (100,000 in --quick) loaded at the largest
+#              rank count (loadheader.jsonl, open_s).
 # Then scripts/bench_summary.py writes RESULTS/summary.md (medians, spread,
 # ratios) and gnuplot draws RESULTS/throughput-fsync.png and -nofsync.png.
 # DIR (default: bench-tmp/ in the repository, on its disk) holds the files
@@ -142,6 +148,22 @@ for n in $plan_ranks; do
     mb "$n" --size $((plan_tensors * 8)) --tensors $plan_tensors --dtype F32 --no-fsync \
         --warmup 0 --repeat 2 >> "$results/planning.jsonl"
 done
+fi
+
+if want load; then
+: > "$results/load.jsonl"
+: > "$results/loadheader.jsonl"
+for n in $ranks; do
+    for lay in rows cols; do
+        echo "load: $n ranks $lay" >&2
+        mb "$n" --size "$small" --tensors 32 --dtype BF16 --layout "$lay" --no-fsync \
+            --method load,load-raw,load-local,load-scatter --repeat "$repeat" \
+            >> "$results/load.jsonl"
+    done
+done
+echo "load: header of $plan_tensors tensors over $max_ranks ranks" >&2
+mb "$max_ranks" --size $((plan_tensors * 64)) --tensors $plan_tensors --dtype U8 --no-fsync \
+    --method load,load-local --warmup 0 --repeat "$repeat" >> "$results/loadheader.jsonl"
 fi
 
 rm -rf "$dir"

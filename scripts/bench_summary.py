@@ -171,6 +171,49 @@ def main():
                 r["extra_mib"][0] * 2**20 / r["tensors"], max(r["extra_mib"][1:] or [0])))
         out.append("")
 
+    ld = load(d, "load")
+    if ld:
+        out.append("### Parallel loader against its baselines (every rank loads its boxes; "
+                   "medians [min-max] of GiB/s of bytes requested)\n")
+        lm = ["load", "load-raw", "load-local", "load-scatter"]
+        out.append("| ranks | layout | " + " | ".join(lm) + " | load/raw (paired) | "
+                   "load/local (paired) | load bytes read/requested | load extra MiB (max rank) "
+                   "| cache dropped |")
+        out.append("|---|---|" + "---|" * (len(lm) + 5))
+        groups = collections.OrderedDict()
+        for r in ld:
+            g = groups.setdefault((r["ranks"], r["layout"], r["tensors"]), {})
+            g.setdefault(r["method"], {})[r["run"]] = r
+        for (n, lay, nt), g in groups.items():
+            def pair(a, b):
+                return [g[a][k]["gib_per_s"] / g[b][k]["gib_per_s"]
+                        for k in g.get(a, {}) if k in g.get(b, {})]
+            L = list(g.get("load", {}).values())
+            out.append("| %d | %s | %s | %s | %s | %s | %s | %s |" % (
+                n, lay, " | ".join(spread([x["gib_per_s"] for x in g.get(m, {}).values()])
+                                   for m in lm),
+                spread(pair("load", "load-raw")), spread(pair("load", "load-local")),
+                "%.4f" % max(x["read_ratio"] for x in L) if L else "-",
+                "%.1f" % med([max(x["extra_mib"]) for x in L]) if L else "-",
+                "yes" if all(x.get("cache_dropped") for x in ld) else "no"))
+        out.append("")
+    lh = load(d, "loadheader")
+    if lh:
+        out.append("### Header of many tiny tensors, read once and shared (open_s: until every "
+                   "rank knows the header)\n")
+        out.append("| method | ranks | tensors | runs | open s median [min-max] | "
+                   "total s median |")
+        out.append("|---|---|---|---|---|---|")
+        groups = collections.OrderedDict()
+        for r in lh:
+            groups.setdefault((r["method"], r["ranks"], r["tensors"]), []).append(r)
+        for (m, n, nt), g in groups.items():
+            out.append("| %s | %d | %d | %d | %s | %.3f |" % (
+                m, n, nt, len(g), "%.3f [%.3f-%.3f]" % (
+                    med([x["open_s"] for x in g]), min(x["open_s"] for x in g),
+                    max(x["open_s"] for x in g)), med([x["seconds"] for x in g])))
+        out.append("")
+
     open(os.path.join(d, "summary.md"), "w").write("\n".join(out) + "\n")
     print("\n".join(out))
 

@@ -172,44 +172,14 @@ static int load(mst_shardset *s, const cJSON *wm, const char *path, const char *
     return MST_OK;
 }
 
-int mst_shardset_open(mst_shardset **out, const char *path)
+/* The index's text (NUL-terminated) of `file`, in directory `dir`: the
+ * JSON, the total size, the weight_map. */
+static int parse(mst_shardset *s, const char *text, const char *file, const char *dir)
 {
-    mst_shardset *s;
-    struct stat st;
-    char *file = NULL, *dir = NULL, *text = NULL;
-    const char *slash;
-    cJSON *root = NULL, *wm, *meta, *ts;
-    if (!out)
-        return MST_ERR_INVALID_ARGUMENT;
-    *out = NULL;
-    if (!path)
-        return MST_ERR_INVALID_ARGUMENT;
-    if (!(s = calloc(1, sizeof *s)))
-        return MST_ERR_NO_MEMORY;
-    *out = s;
-    /* the set's directory stands for its index */
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        size_t len = strlen(path) + sizeof "/" MST_SET_INDEX;
-        if ((file = malloc(len)))
-            snprintf(file, len, "%s/%s", path, MST_SET_INDEX);
-    } else {
-        file = strdup(path);
-    }
-    if (!file)
-        return fail(s, MST_ERR_NO_MEMORY, "out of memory");
-    slash = strrchr(file, '/');
-    if (!(dir = strndup(file, slash ? (size_t)(slash - file) + 1 : 0))) {
-        fail(s, MST_ERR_NO_MEMORY, "out of memory");
-        goto out;
-    }
-    if (slurp(s, file, &text) != MST_OK)
-        goto out;
+    cJSON *root, *wm, *meta, *ts;
     root = cJSON_Parse(text);
-    free(text);
-    if (!root) {
-        fail(s, MST_ERR_FORMAT, "%s is not valid JSON", file);
-        goto out;
-    }
+    if (!root)
+        return fail(s, MST_ERR_FORMAT, "%s is not valid JSON", file);
     wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(wm)) {
         fail(s, MST_ERR_FORMAT, "%s has no \"weight_map\" object", file);
@@ -231,7 +201,81 @@ int mst_shardset_open(mst_shardset **out, const char *path)
     load(s, wm, file, dir);
 out:
     cJSON_Delete(root);
+    return s->err.code;
+}
+
+/* The directory part of `file` ("" or ending in '/'), malloc'd. */
+static char *dir_of(const char *file)
+{
+    const char *slash = strrchr(file, '/');
+    return strndup(file, slash ? (size_t)(slash - file) + 1 : 0);
+}
+
+int mst_shardset_open(mst_shardset **out, const char *path)
+{
+    mst_shardset *s;
+    struct stat st;
+    char *file = NULL, *dir = NULL, *text = NULL;
+    if (!out)
+        return MST_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    if (!path)
+        return MST_ERR_INVALID_ARGUMENT;
+    if (!(s = calloc(1, sizeof *s)))
+        return MST_ERR_NO_MEMORY;
+    *out = s;
+    /* the set's directory stands for its index */
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        size_t len = strlen(path) + sizeof "/" MST_SET_INDEX;
+        if ((file = malloc(len)))
+            snprintf(file, len, "%s/%s", path, MST_SET_INDEX);
+    } else {
+        file = strdup(path);
+    }
+    if (!file)
+        return fail(s, MST_ERR_NO_MEMORY, "out of memory");
+    if (!(dir = dir_of(file))) {
+        fail(s, MST_ERR_NO_MEMORY, "out of memory");
+        goto out;
+    }
+    if (slurp(s, file, &text) != MST_OK)
+        goto out;
+    parse(s, text, file, dir);
+    free(text);
+out:
     free(file);
+    free(dir);
+    return s->err.code;
+}
+
+/* Internal (the fuzz target tests/unit/fuzz_index.c): mst_shardset_open of an
+ * index file named `path` whose bytes are text[0, len), without reading it
+ * (a NUL byte ends the text, as in a file read by mst_shardset_open). */
+int mst_shardset_open_mem(mst_shardset **out, const char *text, size_t len, const char *path);
+
+int mst_shardset_open_mem(mst_shardset **out, const char *text, size_t len, const char *path)
+{
+    mst_shardset *s;
+    char *copy, *dir;
+    if (!out)
+        return MST_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    if (!path || (!text && len))
+        return MST_ERR_INVALID_ARGUMENT;
+    if (!(s = calloc(1, sizeof *s)))
+        return MST_ERR_NO_MEMORY;
+    *out = s;
+    copy = malloc(len + 1);
+    dir = dir_of(path);
+    if (!copy || !dir) {
+        fail(s, MST_ERR_NO_MEMORY, "out of memory");
+    } else {
+        if (len)
+            memcpy(copy, text, len);
+        copy[len] = '\0';
+        parse(s, copy, path, dir);
+    }
+    free(copy);
     free(dir);
     return s->err.code;
 }

@@ -241,6 +241,26 @@ def main():
     rows = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
     check(r.returncode == 0 and rows and rows[0]["mix"] == "transformer" and
           rows[0]["tensors"] == 40, "bench transformer mix: %s" % r.stderr)
+    # the load methods at 2 ranks (the parallel loader and its baselines), verified
+    loads = ["load", "load-local", "load-scatter", "load-raw"]
+    for layout, extra in (("cols", []), ("rows", ["--no-save"]), ("whole", ["--no-save"])):
+        r = mpirun(2, BENCH, "-o", out, "--size", "2MiB", "--tensors", "9", "--dtype", "BF16",
+                   "--layout", layout, "--method", ",".join(loads), "--verify", "--no-fsync",
+                   "--warmup", "0", "--keep-cache", *extra)
+        check(r.returncode == 0, "bench load %s exit %d: %s" % (layout, r.returncode, r.stderr))
+        rows = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+        check([x["method"] for x in rows] == loads, "bench load methods: %r" % rows)
+        for x in rows:
+            check(x["layout"] == layout and x["ranks"] == 2 and x["seconds"] > 0 and
+                  x["bytes_requested"] == x["bytes"] and x["bytes_read"] == x["bytes"] and
+                  x["cache_dropped"] is False and len(x["extra_mib"]) == 2,
+                  "bench load row: %r" % x)
+        for m in loads:
+            check("verify %s: every byte of every rank's boxes matches" % m in r.stdout,
+                  "bench verify %s %s" % (m, layout))
+    r = mpirun(2, BENCH, "-o", out, "--method", "load,mst")
+    check(r.returncode == 2 and "do not mix" in r.stderr, "bench load with a save method")
+    os.remove(out)
     r = mpirun(2, BENCH, "--size", "12XB", "-o", out)
     check(r.returncode != 0 and "bad or incomplete option --size" in r.stderr, "bench bad size")
     r = mpirun(1, BENCH)
