@@ -220,3 +220,14 @@ size_t mst_header_find(const mst_header *h, const char *name, size_t len)
     }
     return (size_t)-1;
 }
+
+void mst_header_tensor_info(const mst_header_tensor *t, mst_tensor_info *out)
+{
+    out->name = t->name;
+    out->name_len = t->name_len;
+    out->dtype = t->dtype;
+    out->ndim = (int)t->ndim;
+    out->shape = t->shape;
+    out->begin = t->begin;
+    out->end = t->end;
+}

@@ -115,4 +115,7 @@ int mst_header_check_length(uint64_t file_size, const unsigned char *len8, uint6
 /* Index of tensor `name`, or (size_t)-1. */
 size_t mst_header_find(const mst_header *h, const char *name, size_t len);
 
+/* The public description of a decoded tensor (pointers into the header). */
+void mst_header_tensor_info(const mst_header_tensor *t, mst_tensor_info *out);
+
 #endif

@@ -446,17 +446,6 @@ int mst_loader_stats(const mst_loader *l, mst_load_stats *out)
 
 /* ---- lookups ------------------------------------------------------------------ */
 
-static void fill_info(const mst_header_tensor *t, mst_tensor_info *out)
-{
-    out->name = t->name;
-    out->name_len = t->name_len;
-    out->dtype = t->dtype;
-    out->ndim = (int)t->ndim;
-    out->shape = t->shape;
-    out->begin = t->begin;
-    out->end = t->end;
-}
-
 /* The file and index of tensor `name`; -1 when absent. */
 static int lookup(const mst_loader *l, const char *name, size_t *file, size_t *tensor)
 {
@@ -481,7 +470,7 @@ int mst_loader_find(const mst_loader *l, const char *name, mst_tensor_info *out)
         return MST_ERR_STATE;
     if (lookup(l, name, &f, &t))
         return MST_ERR_NOT_FOUND;
-    fill_info(&l->files[f].h.tensors[t], out);
+    mst_header_tensor_info(&l->files[f].h.tensors[t], out);
     return MST_OK;
 }
 
@@ -501,7 +490,7 @@ int mst_loader_tensor(const mst_loader *l, size_t i, mst_tensor_info *out)
         return MST_ERR_INVALID_ARGUMENT;
     for (size_t f = 0; f < l->nfiles; f++) {
         if (i < l->files[f].h.ntensors) {
-            fill_info(&l->files[f].h.tensors[i], out);
+            mst_header_tensor_info(&l->files[f].h.tensors[i], out);
             return MST_OK;
         }
         i -= l->files[f].h.ntensors;

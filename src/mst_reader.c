@@ -131,22 +131,11 @@ size_t mst_reader_count(const mst_reader *r)
     return r ? r->h.ntensors : 0;
 }
 
-static void fill_info(const mst_header_tensor *t, mst_tensor_info *out)
-{
-    out->name = t->name;
-    out->name_len = t->name_len;
-    out->dtype = t->dtype;
-    out->ndim = (int)t->ndim;
-    out->shape = t->shape;
-    out->begin = t->begin;
-    out->end = t->end;
-}
-
 int mst_reader_tensor(const mst_reader *r, size_t i, mst_tensor_info *out)
 {
     if (!r || !out || i >= r->h.ntensors)
         return MST_ERR_INVALID_ARGUMENT;
-    fill_info(&r->h.tensors[i], out);
+    mst_header_tensor_info(&r->h.tensors[i], out);
     return MST_OK;
 }
 
@@ -159,7 +148,7 @@ int mst_reader_find_len(const mst_reader *r, const char *name, size_t name_len,
     i = mst_header_find(&r->h, name ? name : "", name_len);
     if (i == (size_t)-1)
         return MST_ERR_NOT_FOUND;
-    fill_info(&r->h.tensors[i], out);
+    mst_header_tensor_info(&r->h.tensors[i], out);
     return MST_OK;
 }
 
