@@ -85,6 +85,22 @@ static inline int t_count_prefix(const char *dir, const char *prefix)
     return n;
 }
 
+/* Number of temporary files of saves in dir (names holding ".tmp-mst.",
+ * MST_TEMP_MARK), whatever the target's name (a long one is cut in the
+ * temporary's); -1 if dir cannot be listed. */
+static inline int t_count_temps(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    if (!d)
+        return -1;
+    while ((e = readdir(d)))
+        n += strstr(e->d_name, ".tmp-mst.") != NULL;
+    closedir(d);
+    return n;
+}
+
 static inline unsigned char *t_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");

@@ -146,20 +146,6 @@ static int save(const char *path, int variant, long kib, int durable, char *msg,
     return rc;
 }
 
-static int count_temps(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    int n = 0;
-    if (!d)
-        return -1;
-    while ((e = readdir(d)))
-        if (strstr(e->d_name, MST_TEMP_MARK))
-            n++;
-    closedir(d);
-    return n;
-}
-
 static int same_bytes(const char *path, const unsigned char *want, size_t n)
 {
     size_t len = 0;
@@ -239,7 +225,7 @@ static int one(const char *dir)
             fprintf(stderr, "the counting save failed: %s\n", msg);
         bad = rc != MST_OK;
     } else if (rank == 0) {
-        int temps = count_temps(dir);
+        int temps = t_count_temps(dir);
         char needle[32];
         snprintf(path, sizeof path, "%s/prev.bin", dir);
         prev = t_read_file(path, &nprev);
@@ -328,7 +314,7 @@ static int agree_case(const char *dir, const char *name, int bad_rank, int expec
     CHECK_MSG(strstr(msg, needle) != NULL, "%s: message does not name %s: %s", name, needle, msg);
     if (rank == 0) {
         CHECK_MSG(!t_file_exists(target), "%s: a file appeared at the target", name);
-        CHECK_MSG(count_temps(dir) == 0, "%s: temporary files left", name);
+        CHECK_MSG(t_count_temps(dir) == 0, "%s: temporary files left", name);
         if (t_failures == before)
             printf("ok   %s: every rank returned %d: %s\n", name, rc, msg);
     }
@@ -402,7 +388,7 @@ static int agree(const char *dir)
     MPI_Barrier(MPI_COMM_WORLD);
     if (rank == 0) {
         CHECK(!t_file_exists(target));
-        CHECK(count_temps(dir) == 0);
+        CHECK(t_count_temps(dir) == 0);
     }
     return bad || t_failures;
 }

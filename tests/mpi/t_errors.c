@@ -648,21 +648,6 @@ static void save_ok(const char *name, const char *target, const char *check)
     }
 }
 
-/* Count of the temporaries in dir ("*.tmp-mst.*"), whatever the target's
- * name (a long one is cut in the temporary's). */
-static int temporaries_in(const char *dir)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    int n = 0;
-    if (!d)
-        return -1;
-    while ((e = readdir(d)))
-        n += strstr(e->d_name, ".tmp-mst.") != NULL;
-    closedir(d);
-    return n;
-}
-
 static void run_target_cases(void)
 {
     const char *p;
@@ -719,7 +704,7 @@ static void run_target_cases(void)
                 continue;
             save_ok("long_path", path, path);
             if (rank == 0)
-                CHECK_MSG(temporaries_in(dir) == 0, "long_path %d: a temporary was left", lens[i]);
+                CHECK_MSG(t_count_temps(dir) == 0, "long_path %d: a temporary was left", lens[i]);
         }
         snprintf(dir, sizeof dir, "%s/%0150d", base_dir, 0);
         if (rank == 0)
@@ -731,7 +716,7 @@ static void run_target_cases(void)
         MPI_Barrier(MPI_COMM_WORLD);
         save_ok("long_nested_path", path, path);
         if (rank == 0)
-            CHECK_MSG(temporaries_in(dir) == 0, "long_nested_path: a temporary was left");
+            CHECK_MSG(t_count_temps(dir) == 0, "long_nested_path: a temporary was left");
     }
 
     /* the mode, owner and group of the file replaced carry over (owner and
@@ -776,7 +761,7 @@ static void run_target_cases(void)
             CHECK_MSG(n == (ssize_t)strlen("step_1000.safetensors") &&
                           memcmp(link, "step_1000.safetensors", (size_t)n) == 0,
                       "symlink: the link was replaced");
-            CHECK_MSG(temporaries_in(dir) == 0, "symlink: a temporary was left");
+            CHECK_MSG(t_count_temps(dir) == 0, "symlink: a temporary was left");
         }
     }
     p = case_path("symlink_dangling", "latest");
