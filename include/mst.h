@@ -539,7 +539,7 @@ MST_API const char *mst_loader_error(const mst_loader *l);
 #define MST_TEMP_MARK ".tmp-mst."
 
 enum mst_temp_verdict {
-    MST_TEMP_NOT_TEMP = 0,  /* not a regular file named like a temporary (or its OMPIO lock file) */
+    MST_TEMP_NOT_TEMP = 0,  /* not a regular file named like a temporary (or its OMPIO files) */
     MST_TEMP_IN_USE = 1,    /* a running save may own it: kept */
     MST_TEMP_ABANDONED = 2  /* no save owns it: removed (unless dry_run) */
 };
@@ -554,10 +554,12 @@ enum mst_temp_verdict {
  * applies. The file is removed while the cleaner holds its lock, and a writer
  * checks after locking that its name still refers to its file, so a save
  * starting at that moment picks a new name instead of losing its file.
- * Removing a temporary also removes the lock files OMPIO's shared-file-pointer
- * component keeps beside it ("<temporary>-<jobid>-<pid>.lock"); such a lock
- * file given as `path` is judged with its temporary (in use while the
- * temporary exists) or, alone, by rules (a) and (b) without a lock.
+ * Removing a temporary also removes the files OMPIO's shared-file-pointer
+ * component makes beside it: "<temporary>-<jobid>-<pid>.lock" (kept while the
+ * file is open) and "<temporary>.locktest.<rank>" (made and unlinked inside
+ * MPI_File_open; a rank killed there leaves it). Such a file given as `path`
+ * is judged with its temporary (in use while the temporary exists) or,
+ * alone, by rules (a) and (b) without a lock.
  * Returns MST_OK (verdict in *verdict) or MST_ERR_IO / MST_ERR_NO_MEMORY /
  * MST_ERR_INVALID_ARGUMENT.
  */

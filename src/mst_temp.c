@@ -142,11 +142,17 @@ void mst_temp_release(int *lock_fd)
     }
 }
 
-/* Does s (after a temporary's name) read "-<digits>-<digits>.lock"? That is
- * the lock file OMPIO's sharedfp component keeps beside a file it opened
- * ("<file>-<jobid>-<pid>.lock"); a killed rank leaves it behind. */
-static int is_sharedfp_lock(const char *s)
+/* Is s (what follows a temporary's name) a file OMPIO makes beside a file
+ * it opens? Its sharedfp component keeps "<file>-<jobid>-<pid>.lock" while
+ * the file is open and, during MPI_File_open itself, tests locking with
+ * "<file>.locktest.<rank>" (open, fcntl, unlink). A rank killed at the wrong
+ * moment leaves either behind. */
+static int is_ompio_artifact(const char *s)
 {
+    if (strncmp(s, ".locktest.", 10) == 0) {
+        size_t n = strspn(s + 10, "0123456789");
+        return n > 0 && s[10 + n] == '\0';
+    }
     for (int part = 0; part < 2; part++) {
         size_t n;
         if (*s++ != '-')
@@ -160,8 +166,9 @@ static int is_sharedfp_lock(const char *s)
 }
 
 /* "<anything>.tmp-mst.<host>.<pid>.<16 hex>" (*artifact 0), or that name
- * followed by OMPIO's "-<jobid>-<pid>.lock" (*artifact 1): host and pid, or -1. */
-static int parse_name(const char *path, char *host, size_t cap, long *pid, int *artifact)
+ * followed by one of OMPIO's artifacts (*artifact: the length of the
+ * temporary's own name within path): host and pid, or -1. */
+static int parse_name(const char *path, char *host, size_t cap, long *pid, size_t *artifact)
 {
     const char *base = strrchr(path, '/'), *m, *p, *dot;
     char *end;
@@ -183,13 +190,13 @@ static int parse_name(const char *path, char *host, size_t cap, long *pid, int *
     if (errno || end == dot + 1 || *pid <= 0 || *end != '.' ||
         strspn(end + 1, "0123456789abcdef") != 16)
         return -1;
-    *artifact = end[17] != '\0';
-    if (*artifact && !is_sharedfp_lock(end + 17))
+    *artifact = end[17] != '\0' ? (size_t)(end + 17 - path) : 0;
+    if (*artifact && !is_ompio_artifact(end + 17))
         return -1;
     return 0;
 }
 
-/* Removes the sharedfp lock files of the temporary `path` (see above). */
+/* Removes OMPIO's files beside the temporary `path` (see above). */
 static void remove_artifacts(const char *path)
 {
     const char *slash = strrchr(path, '/');
@@ -200,7 +207,7 @@ static void remove_artifacts(const char *path)
     struct dirent *e;
     while (d && (e = readdir(d))) {
         char *p;
-        if (strncmp(e->d_name, base, blen) != 0 || !is_sharedfp_lock(e->d_name + blen))
+        if (strncmp(e->d_name, base, blen) != 0 || !is_ompio_artifact(e->d_name + blen))
             continue;
         if (asprintf(&p, "%s%s%s", dlen ? dir : "", dlen ? "/" : "", e->d_name) >= 0) {
             unlink(p);
@@ -240,21 +247,20 @@ int mst_temp_clean(const char *path, int min_age_s, int dry_run, int *verdict)
     char host[64], me[64];
     long pid;
     struct stat a, b;
-    int fd, locked = 0, same_host, alive = 0, artifact = 0;
+    int fd, locked = 0, same_host, alive = 0;
+    size_t artifact = 0;
     if (!path || !verdict)
         return MST_ERR_INVALID_ARGUMENT;
     *verdict = MST_TEMP_NOT_TEMP;
     if (parse_name(path, host, sizeof host, &pid, &artifact) != 0)
         return MST_OK;
     if (artifact) {
-        /* OMPIO's lock file of a temporary: it goes with its temporary (and
+        /* OMPIO's file beside a temporary: it goes with its temporary (and
          * is removed with it, below); alone, by the host and pid rules */
-        char *tmp = strdup(path);
+        char *tmp = strndup(path, artifact);
         int base_exists;
         if (!tmp)
             return MST_ERR_NO_MEMORY;
-        *strrchr(tmp, '-') = '\0';
-        *strrchr(tmp, '-') = '\0';
         base_exists = lstat(tmp, &b) == 0;
         free(tmp);
         if (lstat(path, &a) != 0 || !S_ISREG(a.st_mode))

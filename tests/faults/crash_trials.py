@@ -102,6 +102,22 @@ def main():
         "not_temp1": "x.safetensors",
         "not_temp2": "y%sbad" % MARK,
     }
+    # OMPIO's files beside a temporary (sharedfp's lock, and the locking test
+    # file a rank killed inside MPI_File_open leaves): they go with an
+    # abandoned temporary, stay with a live one, and alone follow the pid rule
+    orphan = "x.safetensors%s%s.%d.%016x" % (MARK, host, dead.pid, 7)
+    orphan_alive = "x.safetensors%s%s.%d.%016x" % (MARK, host, os.getpid(), 8)
+    for key, base, suffix in (("dead_lock", "dead", "-1234-99.lock"),
+                              ("dead_locktest", "dead", ".locktest.0"),
+                              ("dead_locktest3", "dead", ".locktest.3"),
+                              ("alive_locktest", "alive", ".locktest.1"),
+                              ("alive_lock", "alive", "-1234-99.lock")):
+        names[key] = names[base] + suffix
+    names["orphan_locktest"] = orphan + ".locktest.2"
+    names["orphan_lock"] = orphan + "-77-88.lock"
+    names["orphan_alive_locktest"] = orphan_alive + ".locktest.0"
+    names["not_temp3"] = names["dead"] + ".locktest."
+    names["not_temp4"] = names["dead"] + ".locktest.1x"
     for n in names.values():
         with open(os.path.join(work, n), "wb") as f:
             f.write(b"data")
@@ -116,7 +132,8 @@ def main():
     rc, out = subprocess.run([clean, "--min-age", "3600", work], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True).returncode, None
     left = set(os.listdir(work))
-    expect_gone = {names["dead"], names["other_old"]}
+    expect_gone = {names[n] for n in ("dead", "other_old", "dead_lock", "dead_locktest",
+                                      "dead_locktest3", "orphan_locktest", "orphan_lock")}
     expect_kept = set(names.values()) - expect_gone
     if rc != 0:
         fail("mst-clean exited %d" % rc)
@@ -133,7 +150,8 @@ def main():
     for n in ("locked", "other_old_locked", "other_fresh"):
         if names[n] in left:
             fail("after its lock was released, %s was kept:\n%s" % (n, out))
-    for n in ("alive", "not_temp1", "not_temp2"):
+    for n in ("alive", "not_temp1", "not_temp2", "not_temp3", "not_temp4",
+              "alive_locktest", "alive_lock", "orphan_alive_locktest"):
         if names[n] not in left:
             fail("mst-clean removed %s" % n)
     for n in os.listdir(work):
