@@ -1,5 +1,6 @@
 """mst.load_distributed: the parallel loader (mst_loader_* in include/mst.h)."""
 import ctypes
+import operator
 import os
 
 import numpy as np
@@ -33,6 +34,48 @@ for _name, (_res, _args) in {
     _f.argtypes = _args
 
 
+def _normalize(requests, rank):
+    """[(name, name as bytes, single, [None or (start, count)])] from the
+    caller's requests; ValueError/TypeError naming the rank and tensor."""
+    if not hasattr(requests, "items"):
+        raise TypeError(f"rank {rank}: requests is a {type(requests).__name__}, not a mapping")
+    out = []
+    for name, req in requests.items():
+        if not isinstance(name, str):
+            raise TypeError(f"rank {rank}: request name {name!r} is a {type(name).__name__}, "
+                            f"not a str")
+        try:
+            cname = name.encode()
+        except UnicodeEncodeError as e:
+            raise ValueError(f"rank {rank}: request name {name!r}: {e}") from None
+        if b"\0" in cname:
+            raise ValueError(f"rank {rank}: request name {name!r} holds a NUL byte")
+        single = not isinstance(req, list)
+        boxes = []
+        for box in ([req] if single else req):
+            if box is None:
+                boxes.append(None)
+                continue
+            try:
+                start, count = box
+                start = tuple(_index(x) for x in start)
+                count = tuple(_index(x) for x in count)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"rank {rank}: tensor \"{name}\": request {box!r} is not None or "
+                                 f"a (start, count) pair of integer sequences ({e})") from None
+            if len(start) != len(count):
+                raise ValueError(f"rank {rank}: tensor \"{name}\": box start has {len(start)} "
+                                 f"entries, count {len(count)}")
+            boxes.append((start, count))
+        out.append((name, cname, single, boxes))
+    return out
+
+
+def _index(x):
+    """An integer from an int-like value (NumPy integers included), never a float."""
+    return operator.index(x)
+
+
 def load_distributed(path, requests, comm=None, framework="numpy", hints=None, stats=None):
     """Collective over `comm` (default MPI.COMM_WORLD): every rank loads its
     own `requests` from the safetensors file or Hugging Face set at `path`
@@ -46,16 +89,26 @@ def load_distributed(path, requests, comm=None, framework="numpy", hints=None, s
     box's shape; dtypes NumPy lacks come back as in mst.load (BF16 as uint16
     bits, F8 as uint8, F4/F6 as flat uint8 bytes).
     Errors raise mst.Error with the same code and message on every rank,
-    before any array is filled (a request that is not None, a (start, count)
-    pair of sequences or a list of such pairs raises TypeError or ValueError
-    on its rank alone, before the collective call: give every rank
-    well-formed requests). `hints`: dict of MPI_Info keys
+    before any array is filled; that includes a malformed request on one
+    rank (not None, a (start, count) pair of integer sequences or a list of
+    such pairs; a name that is not a str), reported as mst.ERR_INVALID_ARGUMENT
+    naming the lowest such rank and its tensor. `hints`: dict of MPI_Info keys
     ("mst_load_buffer"). `stats`: a dict, filled with the load's figures."""
-    from . import Error, _as_numpy, _as_torch, _BITS, DTYPES
+    from . import Error, _as_numpy, _as_torch, _BITS, DTYPES, ERR_INVALID_ARGUMENT
     MPI = _lib.MPI
-    if framework not in ("numpy", "torch"):
-        raise ValueError(f"framework must be 'numpy' or 'torch', not {framework!r}")
     comm = MPI.COMM_WORLD if comm is None else comm
+    rank = comm.Get_rank()
+    local, norm = None, []
+    try:
+        if framework not in ("numpy", "torch"):
+            raise ValueError(f"framework must be 'numpy' or 'torch', not {framework!r}")
+        norm = _normalize(requests, rank)
+    except Exception as e:  # found here, on this rank: still fails on every rank
+        local = str(e) if str(e).startswith(f"rank {rank}:") else f"rank {rank}: {e}"
+    # the lowest failing rank's message, on every rank, before the collective open
+    failed = [m for m in comm.allgather(local) if m is not None]
+    if failed:
+        raise Error(ERR_INVALID_ARGUMENT, failed[0])
     info = MPI.INFO_NULL
     if hints:
         info = MPI.Info.Create()
@@ -69,20 +122,17 @@ def load_distributed(path, requests, comm=None, framework="numpy", hints=None, s
             raise Error(rc, (_lib.lib.mst_loader_error(lo) or b"").decode(errors="replace"))
         plan, keep = [], []
         first = None
-        for name, req in requests.items():
-            cname = name.encode()
+        for name, cname, single, boxes in norm:
             info_t = _lib.TensorInfo()
             rc = _lib.lib.mst_loader_find(lo, cname, ctypes.byref(info_t))
             shape = tuple(info_t.shape[d] for d in range(info_t.ndim)) if rc == 0 else ()
             dtype = DTYPES[info_t.dtype] if rc == 0 else None
-            single = not isinstance(req, list)
-            boxes = [req] if single else req
             outs = []
             for box in boxes:
                 if box is None:
                     count = shape
                 else:
-                    start, count = tuple(int(x) for x in box[0]), tuple(int(x) for x in box[1])
+                    start, count = box
                 n = 1
                 for c in count:
                     n *= c

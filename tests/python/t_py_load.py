@@ -18,4 +18,25 @@ try:
     assert False
 except mst.Error as e:
     assert e.code == mst.ERR_NOT_FOUND and f"rank {n-1}" in e.message, e
+# a malformed request on one rank fails on every rank (no hang), naming the
+# lowest such rank and its tensor; the other ranks' requests were fine
+bad = [((0, 0), (1,)), ((0, "x"), (1, 1)), 5, {"k": 1}]
+for b in bad:
+    try:
+        mst.load_distributed(p, {"embed.weight": b if r == n - 1 else None})
+        assert False, b
+    except mst.Error as e:
+        assert e.code == mst.ERR_INVALID_ARGUMENT, e
+        assert e.message.startswith(f"rank {n-1}: ") and '"embed.weight"' in e.message, e.message
+        msgs = MPI.COMM_WORLD.allgather(e.message)
+        assert len(set(msgs)) == 1, msgs
+for reqs in ([("vec.F32", None)], {b"vec.F32": None}):
+    try:
+        mst.load_distributed(p, reqs if r == 0 else {"vec.F32": None})
+        assert False, reqs
+    except mst.Error as e:
+        assert e.code == mst.ERR_INVALID_ARGUMENT and e.message.startswith("rank 0: "), e
+# numpy integers are fine as box bounds
+o2 = mst.load_distributed(p, {"embed.weight": ((np.int64(r*10), np.int32(0)), (10, 129))})
+assert o2["embed.weight"].tobytes() == out["embed.weight"].tobytes()
 print(r, "ok", st)
