@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mst.h"
 
@@ -16,13 +17,35 @@ static int mpi_fail(mst_err *err, MPI_Comm comm, const char *call, int rc)
     return mst_err_set(err, MST_ERR_MPI, "rank %d: %s failed: %s", rank, call, text);
 }
 
+int mst_wait_idle(MPI_Request *req)
+{
+    struct timespec nap = {0, 0};
+    int done = 0, rc;
+    for (int spin = 0;; spin++) {
+        if ((rc = MPI_Test(req, &done, MPI_STATUS_IGNORE)) != MPI_SUCCESS || done)
+            return rc;
+        if (spin < 1000)
+            continue;
+        /* a long wait (rank 0 planning or decoding): sleep between tests,
+         * 20 us growing to 1 ms, so that waiting ranks leave the cores to
+         * the rank that works (MPI's own wait spins) */
+        nap.tv_nsec = nap.tv_nsec ? nap.tv_nsec * 2 : 20000;
+        if (nap.tv_nsec > 1000000)
+            nap.tv_nsec = 1000000;
+        nanosleep(&nap, NULL);
+    }
+}
+
 int mst_agree(MPI_Comm comm, const mst_err *mine, mst_err *out)
 {
     int rank, size, me, first, rc;
+    MPI_Request req;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
     me = mine->code != MST_OK ? rank : size;
-    rc = MPI_Allreduce(&me, &first, 1, MPI_INT, MPI_MIN, comm);
+    rc = MPI_Iallreduce(&me, &first, 1, MPI_INT, MPI_MIN, comm, &req);
+    if (rc == MPI_SUCCESS)
+        rc = mst_wait_idle(&req);
     if (rc != MPI_SUCCESS)
         return mpi_fail(out, comm, "MPI_Allreduce (agreeing on an outcome)", rc);
     if (first == size) {

@@ -21,6 +21,12 @@
  */
 int mst_agree(MPI_Comm comm, const mst_err *mine, mst_err *out);
 
+/* MPI_Wait for one request that may take long (other ranks wait while rank 0
+ * plans or decodes): tests it, spinning briefly, then sleeping between tests
+ * (up to 1 ms), so that an oversubscribed node's waiting ranks do not take
+ * the cores from the one that works. Returns MPI_Test's error code. */
+int mst_wait_idle(MPI_Request *req);
+
 /* Local. Packs one rank's declarations for the gather: the counts first,
  * then exactly nt tensors, then exactly nkv metadata entries. */
 void mst_pack_counts(mst_buf *out, size_t nt, size_t nkv);

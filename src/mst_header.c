@@ -57,6 +57,9 @@ static void put_shape(char *out, size_t cap, const mst_header_tensor *t)
         snprintf(out + o, cap - o, "]");
 }
 
+/* A tensor's quoted name for a message: built only when one is reported. */
+#define QNAME(t) mst_quote(q, sizeof q, (t)->name, (t)->name_len, MST_QUOTE_LIMIT)
+
 static int validate(mst_header *h, uint64_t data_len, mst_err *err)
 {
     char q[MST_QUOTE_MAX], shape[128];
@@ -93,7 +96,6 @@ static int validate(mst_header *h, uint64_t data_len, mst_err *err)
         const mst_header_tensor *t = &h->tensors[i];
         uint64_t nel = 1, nbits, bits = (uint64_t)mst_dtype_bits(t->dtype);
         int overflow = 0;
-        mst_quote(q, sizeof q, t->name, t->name_len, MST_QUOTE_LIMIT);
         if (t->begin != start || t->end < t->begin) {
             const char *why = t->end < t->begin ? "end before begin"
                               : i == 0           ? "the first tensor must begin at 0"
@@ -102,7 +104,7 @@ static int validate(mst_header *h, uint64_t data_len, mst_err *err)
             return mst_err_set(err, MST_ERR_OFFSETS,
                                "invalid offsets: tensor %s (file offset %zu): data_offsets [%llu, "
                                "%llu] but the data must continue at %llu: %s",
-                               q, t->pos, (unsigned long long)t->begin,
+                               QNAME(t), t->pos, (unsigned long long)t->begin,
                                (unsigned long long)t->end, (unsigned long long)start, why);
         }
         for (uint32_t d = 0; d < t->ndim; d++) {
@@ -115,20 +117,21 @@ static int validate(mst_header *h, uint64_t data_len, mst_err *err)
             return mst_err_set(err, MST_ERR_SIZE_OVERFLOW,
                                "size overflow: tensor %s (file offset %zu): element count or bit "
                                "size of its shape overflows 64 bits",
-                               q, t->pos);
+                               QNAME(t), t->pos);
         nbits = nel * bits;
-        put_shape(shape, sizeof shape, t);
+        if (nbits % 8 || t->end - t->begin != nbits / 8)
+            put_shape(shape, sizeof shape, t); /* for the messages below */
         if (nbits % 8)
             return mst_err_set(err, MST_ERR_PARTIAL_BYTES,
                                "partial bytes: tensor %s (file offset %zu): %s %s is %llu bits, "
                                "not a whole number of bytes",
-                               q, t->pos, mst_dtype_name(t->dtype), shape,
+                               QNAME(t), t->pos, mst_dtype_name(t->dtype), shape,
                                (unsigned long long)nbits);
         if (t->end - t->begin != nbits / 8)
             return mst_err_set(err, MST_ERR_OFFSETS,
                                "size mismatch: tensor %s (file offset %zu): data_offsets [%llu, "
                                "%llu] span %llu bytes but %s %s needs %llu",
-                               q, t->pos, (unsigned long long)t->begin,
+                               QNAME(t), t->pos, (unsigned long long)t->begin,
                                (unsigned long long)t->end,
                                (unsigned long long)(t->end - t->begin), mst_dtype_name(t->dtype),
                                shape, (unsigned long long)(nbits / 8));

@@ -112,6 +112,14 @@ void mst_header_free(mst_header *h);
  */
 int mst_header_check_length(uint64_t file_size, const unsigned char *len8, uint64_t *n,
                             mst_err *err);
+/* A decoded header as flat bytes appended to b (0, or -1 out of memory), so
+ * that one rank decodes and validates a header and the others take the
+ * result without parsing JSON again (the parallel loader). unpack reads one
+ * from *p (bounded by end), moving *p past it; -1 on malformed bytes or no
+ * memory, with h emptied. */
+int mst_header_pack(mst_buf *b, const mst_header *h);
+int mst_header_unpack(mst_header *h, const char **p, const char *end);
+
 /* Index of tensor `name`, or (size_t)-1. */
 size_t mst_header_find(const mst_header *h, const char *name, size_t len);
 

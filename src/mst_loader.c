@@ -121,7 +121,7 @@ static int is_set_path(const char *path)
     return n >= 5 && strcmp(path + n - 5, ".json") == 0;
 }
 
-/* Rank 0: the blob every rank decodes. Layout (u64 words, strings padded to
+/* Rank 0: the blob rank 0 decodes. Layout (u64 words, strings padded to
  * 8 bytes): nfiles, files (path, size, N, header), nentries, entries (name,
  * shard index) of a set's weight_map (0 entries for a single file). */
 static int pack_all(mst_buf *b, const char *path, int *is_set, mst_err *err)
@@ -287,6 +287,56 @@ static int decode_all(mst_loader *l, const char *blob, size_t len)
     }
 }
 
+/* Rank 0, after decode_all: the decoded, validated headers for the other
+ * ranks (nfiles; per file path, size, N, the header as mst_header_pack
+ * writes it), so that no other rank parses JSON again. */
+static int pack_decoded(const mst_loader *l, mst_buf *b)
+{
+    mst_buf_put_raw64(b, l->nfiles);
+    for (size_t f = 0; f < l->nfiles; f++) {
+        const ml_file *file = &l->files[f];
+        put_bytes(b, file->path, strlen(file->path));
+        mst_buf_put_raw64(b, file->file_size);
+        mst_buf_put_raw64(b, file->header_size);
+        if (mst_header_pack(b, &file->h) != 0)
+            return -1;
+    }
+    return mst_buf_ok(b) ? 0 : -1;
+}
+
+static int unpack_decoded(mst_loader *l, const char *blob, size_t len)
+{
+    cursor c = {blob, blob + len};
+    uint64_t nf;
+    if (get64(&c, &nf) || nf > len / 8)
+        return mst_err_set(&l->last, MST_ERR_FORMAT, "rank %d: malformed header description",
+                           l->rank);
+    l->files = calloc(nf ? nf : 1, sizeof *l->files);
+    if (!l->files)
+        return mst_err_set(&l->last, MST_ERR_NO_MEMORY, "rank %d: out of memory", l->rank);
+    for (uint64_t f = 0; f < nf; f++) {
+        ml_file *file = &l->files[f];
+        const char *path;
+        uint64_t plen;
+        file->fh = MPI_FILE_NULL;
+        if (get_bytes(&c, &path, &plen) || get64(&c, &file->file_size) ||
+            get64(&c, &file->header_size))
+            return mst_err_set(&l->last, MST_ERR_FORMAT,
+                               "rank %d: malformed header description", l->rank);
+        if (!(file->path = malloc(plen + 1)))
+            return mst_err_set(&l->last, MST_ERR_NO_MEMORY, "rank %d: out of memory", l->rank);
+        memcpy(file->path, path, plen);
+        file->path[plen] = '\0';
+        l->nfiles = f + 1;
+        l->header_bytes += 8 + file->header_size;
+        if (mst_header_unpack(&file->h, &c.p, c.end) != 0)
+            return mst_err_set(&l->last, MST_ERR_NO_MEMORY,
+                               "rank %d: out of memory for the decoded header of %s (or a "
+                               "malformed description)", l->rank, file->path);
+    }
+    return MST_OK;
+}
+
 /* ---- open ------------------------------------------------------------------ */
 
 static int parse_hints(mst_loader *l, MPI_Info hints, mst_err *err)
@@ -387,13 +437,23 @@ int mst_loader_open(mst_loader **out, MPI_Comm comm, const char *path, MPI_Info 
     p = l->rank == 0 ? (char *)path : NULL;
     if (mst_bcast_string(l->comm, &p, &l->last))
         return l->last.code;
+    /* rank 0 reads, decodes and validates every header (and a set's
+     * index); the others receive the decoded result (mst_header_pack) */
     mst_buf_init(&blob, 0);
-    if (l->rank == 0)
-        pack_all(&blob, p, &is_set, &local);
-    else
+    if (l->rank == 0) {
+        if (pack_all(&blob, p, &is_set, &local) == MST_OK &&
+            decode_all(l, blob.data, blob.len) != MST_OK)
+            local = l->last;
+        mst_buf_free(&blob);
+        mst_buf_init(&blob, 0);
+        if (local.code == MST_OK && l->nranks > 1 && pack_decoded(l, &blob) != 0)
+            mst_err_set(&local, MST_ERR_NO_MEMORY, "rank 0: out of memory for the headers");
+    } else {
         free(p);
-    if (mst_agree(l->comm, &local, &l->last) == MST_OK && share_blob(l, &blob, &l->last) == MST_OK)
-        decode_all(l, blob.data, blob.len);
+    }
+    if (mst_agree(l->comm, &local, &l->last) == MST_OK && l->nranks > 1 &&
+        share_blob(l, &blob, &l->last) == MST_OK && l->rank != 0)
+        unpack_decoded(l, blob.data, blob.len);
     mst_buf_free(&blob);
     if (l->last.code == MST_OK || l->nranks > 0) {
         mst_err mine = l->last;

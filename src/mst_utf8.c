@@ -1,5 +1,8 @@
 #include "mst_utf8.h"
 
+#include <stdint.h>
+#include <string.h>
+
 size_t mst_utf8_seq_len(const char *str, size_t len)
 {
     const unsigned char *s = (const unsigned char *)str;
@@ -40,7 +43,17 @@ size_t mst_utf8_check(const char *s, size_t len)
     size_t i = 0;
     while (i < len) {
         size_t n;
-        /* Fast path over ASCII, the common case for names and headers. */
+        /* Fast path over ASCII, the common case for names and headers: eight
+         * bytes at a time while none has its top bit set. */
+        while (len - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & UINT64_C(0x8080808080808080))
+                break;
+            i += 8;
+        }
+        if (i == len)
+            break;
         if ((unsigned char)s[i] < 0x80) {
             i++;
             continue;

@@ -48,6 +48,45 @@ static void check_accepted(const mst_header *h, uint64_t data_len)
     }
 }
 
+/* The flat form another rank receives (mst_header_pack, the parallel
+ * loader) must unpack to the same header, and every cut of it must be
+ * refused without reading past its end. */
+static void check_pack(const mst_header *h)
+{
+    mst_buf b;
+    mst_header u;
+    const char *p;
+    mst_buf_init(&b, 0);
+    REQUIRE(mst_header_pack(&b, h) == 0);
+    p = b.data;
+    REQUIRE(mst_header_unpack(&u, &p, b.data + b.len) == 0 && p == b.data + b.len);
+    REQUIRE(u.ntensors == h->ntensors && u.nmeta == h->nmeta && u.data_len == h->data_len);
+    for (size_t i = 0; i < h->ntensors; i++) {
+        const mst_header_tensor *a = &h->tensors[i], *c = &u.tensors[i];
+        REQUIRE(a->name_len == c->name_len && memcmp(a->name, c->name, a->name_len) == 0);
+        REQUIRE(a->dtype == c->dtype && a->ndim == c->ndim && a->begin == c->begin &&
+                a->end == c->end && a->pos == c->pos && u.by_name[i] == h->by_name[i]);
+        for (uint32_t d = 0; d < a->ndim; d++)
+            REQUIRE(a->shape[d] == c->shape[d]);
+        REQUIRE(mst_header_find(&u, a->name, a->name_len) == i);
+    }
+    for (size_t i = 0; i < h->nmeta; i++) {
+        const mst_header_meta *a = &h->meta[i], *c = &u.meta[i];
+        REQUIRE(a->key_len == c->key_len && memcmp(a->key, c->key, a->key_len) == 0);
+        REQUIRE(a->value_len == c->value_len && memcmp(a->value, c->value, a->value_len) == 0);
+    }
+    mst_header_free(&u);
+    for (size_t cut = 0; cut < b.len; cut += 1 + cut / 16) {
+        char *copy = malloc(cut ? cut : 1);
+        REQUIRE(copy);
+        memcpy(copy, b.data, cut);
+        p = copy;
+        REQUIRE(mst_header_unpack(&u, &p, copy + cut) != 0);
+        free(copy);
+    }
+    mst_buf_free(&b);
+}
+
 /* The canonical encoding of an accepted header must decode to the same
  * tensors and metadata. */
 static void check_roundtrip(const mst_header *h)
@@ -124,6 +163,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     check_accepted(&h, size - 8 - n);
     check_roundtrip(&h);
+    check_pack(&h);
     mst_header_free(&h);
     return 0;
 }
