@@ -418,7 +418,8 @@ typedef struct mst_loader mst_loader;
  * Collective over comm. Opens `path` (rank 0's is used; the same on every
  * rank): a safetensors file, or a Hugging Face set given as its directory or
  * its model.safetensors.index.json. Rank 0 alone reads the header(s) and the
- * index; the other ranks decode the broadcast bytes. Validation: the
+ * index, decodes and validates them; the other ranks receive the decoded
+ * result (no rank parses JSON again). Validation: the
  * reader's rules (mst_reader_open) for each file; for a set, the index's
  * (mst_shardset_open) and those of mst-inspect: every weight_map entry is in
  * the shard it names, every tensor of every shard is in the weight_map
@@ -500,6 +501,19 @@ MST_API int mst_loader_read_stream(mst_loader *l, const char *name, int ndim,
  *   of their bytes.
  */
 MST_API int mst_loader_load(mst_loader *l);
+
+/*
+ * Local. Checksums on (on != 0) or off (the default) for the following
+ * loads: every tensor this rank reads whole into a buffer (mst_loader_read,
+ * or a box that is the whole tensor) is checked against the CRC-32 its
+ * file's "mst.crc32" entry records (see "Checksums" below) once its bytes
+ * are in the buffer; the load then fails on every rank with
+ * MST_ERR_CHECKSUM naming the tensor and the rank (buffers hold the bytes
+ * read). A file without the entry (or with a malformed one) fails the load
+ * before anything is read (MST_ERR_NOT_FOUND / MST_ERR_CHECKSUM). Parts of
+ * tensors and streamed reads are not checked. Ranks may differ.
+ */
+MST_API int mst_loader_set_verify(mst_loader *l, int on);
 
 /* Bytes of the last mst_loader_load, local (this rank) and over all ranks.
  * read_*: data bytes read from storage (headers not counted); requested_*:

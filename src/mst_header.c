@@ -234,3 +234,34 @@ void mst_header_tensor_info(const mst_header_tensor *t, mst_tensor_info *out)
     out->begin = t->begin;
     out->end = t->end;
 }
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+int mst_header_crc(const mst_header *h, size_t i, uint32_t *crc, mst_err *err)
+{
+    const mst_header_meta *m = NULL;
+    for (size_t k = 0; k < h->nmeta; k++)
+        if (h->meta[k].key_len == 9 && !memcmp(h->meta[k].key, "mst.crc32", 9))
+            m = &h->meta[k];
+    if (!m)
+        return mst_err_set(err, MST_ERR_NOT_FOUND,
+                           "the file has no checksums (no metadata entry \"mst.crc32\")");
+    if (m->value_len != 8 * h->ntensors)
+        return mst_err_set(err, MST_ERR_CHECKSUM,
+                           "metadata \"mst.crc32\" has %zu characters; %zu tensors need %zu",
+                           m->value_len, h->ntensors, 8 * h->ntensors);
+    *crc = 0;
+    for (size_t k = 0; k < 8; k++) {
+        int v = hexval(m->value[8 * i + k]);
+        if (v < 0)
+            return mst_err_set(err, MST_ERR_CHECKSUM,
+                               "metadata \"mst.crc32\" is not lowercase hexadecimal at "
+                               "character %zu",
+                               8 * i + k);
+        *crc = *crc << 4 | (uint32_t)v;
+    }
+    return MST_OK;
+}

@@ -120,6 +120,11 @@ int mst_header_check_length(uint64_t file_size, const unsigned char *len8, uint6
 int mst_header_pack(mst_buf *b, const mst_header *h);
 int mst_header_unpack(mst_header *h, const char **p, const char *end);
 
+/* The CRC-32 the "mst.crc32" entry records for tensor i (< ntensors, in
+ * data offset order; format in mst.h): MST_OK, MST_ERR_NOT_FOUND (no entry)
+ * or MST_ERR_CHECKSUM (the entry is malformed), with a message in *err. */
+int mst_header_crc(const mst_header *h, size_t i, uint32_t *crc, mst_err *err);
+
 /* Index of tensor `name`, or (size_t)-1. */
 size_t mst_header_find(const mst_header *h, const char *name, size_t len);
 

@@ -663,7 +663,18 @@ static int declare(mst_loader *l, const char *name, int ndim, const int64_t *sta
     r->buf = buf;
     r->sink = sink;
     r->ctx = ctx == l ? NULL : ctx;
+    r->whole = bytes == ht->end - ht->begin;
     l->nreqs++;
+    return MST_OK;
+}
+
+int mst_loader_set_verify(mst_loader *l, int on)
+{
+    if (!l)
+        return MST_ERR_INVALID_ARGUMENT;
+    if (l->failed)
+        return mst_err_set(&l->last, MST_ERR_STATE, "the loader's open failed");
+    l->verify = on != 0;
     return MST_OK;
 }
 

@@ -32,6 +32,7 @@ typedef struct ml_req {
     void *buf;
     mst_sink_fn sink;
     void *ctx;
+    int whole;       /* the box is the whole tensor */
 } ml_req;
 
 struct mst_loader {
@@ -47,6 +48,7 @@ struct mst_loader {
     mst_err last;
     uint64_t buffer;     /* read buffer (hint mst_load_buffer) */
     uint64_t header_bytes;
+    int verify;          /* mst_loader_set_verify */
     mst_load_stats stats;
 };
 

@@ -508,6 +508,54 @@ out:
     return err->code;
 }
 
+/* ---- checksums (mst_loader_set_verify) ------------------------------------ */
+
+/* Before anything is read: every whole tensor this rank reads into a buffer
+ * has a recorded CRC-32 in its file. */
+static void verify_ready(mst_loader *l, mst_err *err)
+{
+    for (size_t i = 0; i < l->nreqs; i++) {
+        const ml_req *r = &l->reqs[i];
+        const ml_file *f = &l->files[r->file];
+        const mst_header_tensor *t = &f->h.tensors[r->tensor];
+        uint32_t want;
+        mst_err e;
+        if (!r->whole || !r->buf || mst_header_crc(&f->h, r->tensor, &want, &e) == MST_OK)
+            continue;
+        {
+            char q[MST_QUOTE_MAX], qp[512];
+            mst_quote(q, sizeof q, t->name, t->name_len, MST_QUOTE_LIMIT);
+            mst_quote(qp, sizeof qp, f->path, strlen(f->path), 400);
+            mst_err_set(err, e.code, "tensor %s on rank %d: cannot verify: %s: %s", q, l->rank, qp,
+                        e.msg);
+        }
+        return;
+    }
+}
+
+/* After the rounds: the CRC-32 of every whole tensor read into a buffer
+ * against the recorded one; the first mismatch of this rank into *err. */
+static void verify_buffers(mst_loader *l, mst_err *err)
+{
+    for (size_t i = 0; i < l->nreqs && err->code == MST_OK; i++) {
+        const ml_req *r = &l->reqs[i];
+        const ml_file *f = &l->files[r->file];
+        const mst_header_tensor *t = &f->h.tensors[r->tensor];
+        uint32_t want = 0, got;
+        if (!r->whole || !r->buf || mst_header_crc(&f->h, r->tensor, &want, err) != MST_OK)
+            continue;
+        got = mst_crc32(0, r->buf, (size_t)r->bytes);
+        if (got != want) {
+            char q[MST_QUOTE_MAX];
+            mst_quote(q, sizeof q, t->name, t->name_len, MST_QUOTE_LIMIT);
+            mst_err_set(err, MST_ERR_CHECKSUM,
+                        "tensor %s on rank %d: checksum mismatch: the file records crc32 %08x, "
+                        "the bytes read have %08x",
+                        q, l->rank, (unsigned)want, (unsigned)got);
+        }
+    }
+}
+
 int ml_load(mst_loader *l)
 {
     uint64_t *tab = NULL, mine[2], all[2];
@@ -518,6 +566,8 @@ int ml_load(mst_loader *l)
     memset(&p, 0, sizeof p);
     mst_err_clear(&local);
     /* every rank's declarations are checked before anything is read */
+    if (l->verify && l->first.code == MST_OK)
+        verify_ready(l, &l->first);
     if (mst_agree(l->comm, &l->first, &l->last))
         goto done;
     if (gather_table(l, &tab, &len, &l->last))
@@ -531,6 +581,8 @@ int ml_load(mst_loader *l)
         l->stats.requested_rank += l->reqs[i].bytes;
     if (run_rounds(l, &p, &l->last))
         goto done;
+    if (l->verify)
+        verify_buffers(l, &local);
     mine[0] = l->stats.read_rank;
     mine[1] = l->stats.requested_rank;
     if (MPI_Allreduce(mine, all, 2, MPI_UINT64_T, MPI_SUM, l->comm) != MPI_SUCCESS)

@@ -261,15 +261,8 @@ int mst_reader_read_index(mst_reader *r, size_t i, uint64_t offset, void *buf, u
 
 /* ---- Checksums ("mst.crc32", see mst.h) ---------------------------------- */
 
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 int mst_reader_checksum(mst_reader *r, size_t i, uint32_t *crc)
 {
-    size_t k;
-    const mst_header_meta *m = NULL;
     if (!r || !crc)
         return MST_ERR_INVALID_ARGUMENT;
     if (check_open(r))
@@ -277,27 +270,7 @@ int mst_reader_checksum(mst_reader *r, size_t i, uint32_t *crc)
     if (i >= r->h.ntensors)
         return mst_err_set(&r->last, MST_ERR_NOT_FOUND, "no tensor number %zu (the file has %zu)",
                            i, r->h.ntensors);
-    for (k = 0; k < r->h.nmeta; k++)
-        if (r->h.meta[k].key_len == 9 && !memcmp(r->h.meta[k].key, "mst.crc32", 9))
-            m = &r->h.meta[k];
-    if (!m)
-        return mst_err_set(&r->last, MST_ERR_NOT_FOUND,
-                           "the file has no checksums (no metadata entry \"mst.crc32\")");
-    if (m->value_len != 8 * r->h.ntensors)
-        return mst_err_set(&r->last, MST_ERR_CHECKSUM,
-                           "metadata \"mst.crc32\" has %zu characters; %zu tensors need %zu",
-                           m->value_len, r->h.ntensors, 8 * r->h.ntensors);
-    *crc = 0;
-    for (k = 0; k < 8; k++) {
-        int v = hexval(m->value[8 * i + k]);
-        if (v < 0)
-            return mst_err_set(&r->last, MST_ERR_CHECKSUM,
-                               "metadata \"mst.crc32\" is not lowercase hexadecimal at "
-                               "character %zu",
-                               8 * i + k);
-        *crc = *crc << 4 | (uint32_t)v;
-    }
-    return MST_OK;
+    return mst_header_crc(&r->h, i, crc, &r->last);
 }
 
 static int mismatch(mst_reader *r, size_t i, uint32_t want, uint32_t got)

@@ -25,6 +25,7 @@ for _name, (_res, _args) in {
     "mst_loader_read_slice": (ctypes.c_int, [_p, ctypes.c_char_p, ctypes.c_int, _i64p, _i64p,
                                              _p]),
     "mst_loader_load": (ctypes.c_int, [_p]),
+    "mst_loader_set_verify": (ctypes.c_int, [_p, ctypes.c_int]),
     "mst_loader_stats": (ctypes.c_int, [_p, ctypes.POINTER(LoadStats)]),
     "mst_loader_free": (None, [ctypes.POINTER(_p)]),
     "mst_loader_error": (ctypes.c_char_p, [_p]),
@@ -76,7 +77,8 @@ def _index(x):
     return operator.index(x)
 
 
-def load_distributed(path, requests, comm=None, framework="numpy", hints=None, stats=None):
+def load_distributed(path, requests, comm=None, framework="numpy", hints=None, stats=None,
+                     verify=False):
     """Collective over `comm` (default MPI.COMM_WORLD): every rank loads its
     own `requests` from the safetensors file or Hugging Face set at `path`
     (a file, the set's directory or its model.safetensors.index.json), each
@@ -93,7 +95,11 @@ def load_distributed(path, requests, comm=None, framework="numpy", hints=None, s
     rank (not None, a (start, count) pair of integer sequences or a list of
     such pairs; a name that is not a str), reported as mst.ERR_INVALID_ARGUMENT
     naming the lowest such rank and its tensor. `hints`: dict of MPI_Info keys
-    ("mst_load_buffer"). `stats`: a dict, filled with the load's figures."""
+    ("mst_load_buffer"). `stats`: a dict, filled with the load's figures.
+    `verify=True` checks every tensor this rank loads whole against the
+    file's "mst.crc32" checksums (mst_loader_set_verify): a mismatch raises
+    mst.Error (ERR_CHECKSUM) on every rank, naming the tensor and the rank;
+    a file without checksums raises ERR_NOT_FOUND before anything is read."""
     from . import Error, _as_numpy, _as_torch, _BITS, DTYPES, ERR_INVALID_ARGUMENT
     MPI = _lib.MPI
     comm = MPI.COMM_WORLD if comm is None else comm
@@ -120,6 +126,7 @@ def load_distributed(path, requests, comm=None, framework="numpy", hints=None, s
                                       os.fsencode(path), _lib.info_handle(info))
         if rc:
             raise Error(rc, (_lib.lib.mst_loader_error(lo) or b"").decode(errors="replace"))
+        _lib.lib.mst_loader_set_verify(lo, 1 if verify else 0)
         plan, keep = [], []
         first = None
         for name, cname, single, boxes in norm:
