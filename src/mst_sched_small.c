@@ -10,16 +10,18 @@
  *
  * A round is a file window [start, end): start is the lowest offset any rank
  * still has to send, end the lowest offset where some rank would exceed its
- * share (B / N bytes or PARTS / N pieces, at least one piece), so no span of
+ * share (B / N bytes, or the largest piece if larger, or PARTS / N pieces), so no span of
  * large tensors between small ones costs an empty round. The window is cut
  * into N equal stretches, one per rank; a piece that crosses a cut goes to
  * both. B is the redistribution buffer (mst_sched_redist_buffer: 8 MiB, or the
  * hint mst_redist_buffer).
  *
- * Memory per rank: a send buffer of S = max(B / N, MST_SCHED_SMALL) bytes,
- * two receive buffers of N * S (smaller when no rank has that many small
- * bytes), and 56 bytes per piece for PARTS + 2 N pieces: about 2 B + 4 MiB at
- * up to 128 ranks with the default B, 2 N * 64 KiB + 4 MiB above.
+ * Memory per rank: a send buffer of S = max(B / N, the largest piece) bytes
+ * (pieces are under MST_SCHED_SMALL, 64 KiB), two receive buffers of N * S
+ * (smaller when no rank has that many small bytes), and 56 bytes per piece for
+ * PARTS / N + 2 pieces per rank: with the default B and pieces of at most
+ * B / N bytes, 2 B + B / N + 4 MiB (20 MiB); pieces of 64 KiB at more than 128
+ * ranks raise it to 2 N * 64 KiB + 4 MiB.
  *
  * Every rank makes the same collective calls in the same rounds: a rank that
  * fails (memory, a write) stops sending and writing but keeps taking part;
@@ -189,7 +191,7 @@ int mst_sched_write_small(const mst_writer *w, MPI_File fh, const char *tmp,
 {
     MPI_Comm comm = w->comm;
     int n = w->size, failed = 0;
-    uint64_t b = mst_sched_redist_buffer(w), mine[2] = {0, 0}, most[2];
+    uint64_t b = mst_sched_redist_buffer(w), mine[3] = {0, 0, 0}, most[3];
     uint64_t share, share_parts = PARTS / (uint64_t)n;
     mst_piece *pc = NULL;
     size_t np = 0, cur = 0;
@@ -201,17 +203,17 @@ int mst_sched_write_small(const mst_writer *w, MPI_File fh, const char *tmp,
     if (b > ((uint64_t)1 << 28))
         b = (uint64_t)1 << 28; /* counts are int */
     share = b / (uint64_t)n;
-    if (share < MST_SCHED_SMALL)
-        share = MST_SCHED_SMALL;
     if (share_parts < 1)
         share_parts = 1;
     if (mst_sched_small_pieces(w, plan, l, len8, &pc, &np, err) != MST_OK)
         failed = 1;
-    for (size_t k = 0; k < np; k++)
+    for (size_t k = 0; k < np; k++) {
         mine[0] += pc[k].len;
+        mine[2] = pc[k].len > mine[2] ? pc[k].len : mine[2];
+    }
     mine[1] = np;
     /* the buffers: no larger than the most any rank has */
-    if (MPI_Allreduce(mine, most, 2, MPI_UINT64_T, MPI_MAX, comm) != MPI_SUCCESS) {
+    if (MPI_Allreduce(mine, most, 3, MPI_UINT64_T, MPI_MAX, comm) != MPI_SUCCESS) {
         free(pc);
         return mpi_failed(w, "MPI_Allreduce", err);
     }
@@ -220,7 +222,8 @@ int mst_sched_write_small(const mst_writer *w, MPI_File fh, const char *tmp,
         return err->code;
     }
     if (!failed) {
-        uint64_t sc = share < most[0] ? share : most[0];
+        /* a share holds the largest piece */
+        uint64_t sc = share < most[2] ? most[2] : share < most[0] ? share : most[0];
         uint64_t sp = share_parts < most[1] ? share_parts : most[1];
         if (state_alloc(&s, n, sc, sc * (uint64_t)n, sp, sp * (uint64_t)n + 2 * (uint64_t)n)) {
             mst_err_set(err, MST_ERR_NO_MEMORY,
