@@ -13,8 +13,9 @@
  * share (B / N bytes, or the largest piece if larger, or PARTS / N pieces), so no span of
  * large tensors between small ones costs an empty round. The window is cut
  * into N equal stretches, one per rank; a piece that crosses a cut goes to
- * both. B is the redistribution buffer (mst_sched_redist_buffer: 8 MiB, or the
- * hint mst_redist_buffer).
+ * both. B is 8 MiB, or the hint mst_redist_buffer (the redistribution's,
+ * whose default is smaller: its chunks are large, these pieces small, and
+ * every round costs five collective calls).
  *
  * Memory per rank: a send buffer of S = max(B / N, the largest piece) bytes
  * (pieces are under MST_SCHED_SMALL, 64 KiB), two receive buffers of N * S
@@ -37,6 +38,7 @@
 #include "mst_io.h"
 #include "mst_writer_impl.h"
 
+#define SMALL_BUFFER ((uint64_t)8 << 20) /* B, unless the hint mst_redist_buffer says */
 #define PARTS ((uint64_t)1 << 16) /* pieces a rank receives in a round, at most (+ 2 N) */
 
 typedef struct part {
@@ -191,7 +193,7 @@ int mst_sched_write_small(const mst_writer *w, MPI_File fh, const char *tmp,
 {
     MPI_Comm comm = w->comm;
     int n = w->size, failed = 0;
-    uint64_t b = mst_sched_redist_buffer(w), mine[3] = {0, 0, 0}, most[3];
+    uint64_t b = w->redist_buffer ? w->redist_buffer : SMALL_BUFFER, mine[3] = {0, 0, 0}, most[3];
     uint64_t share, share_parts = PARTS / (uint64_t)n;
     mst_piece *pc = NULL;
     size_t np = 0, cur = 0;

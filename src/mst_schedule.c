@@ -10,6 +10,7 @@
 
 #include "mst.h"
 #include "mst_box.h"
+#include "mst_buf.h"
 #include "mst_crc.h"
 #include "mst_err.h"
 #include "mst_exchange.h"
@@ -73,8 +74,10 @@ int mst_sched_plan(const mst_writer *w, const local_tensor *tensors, size_t nten
     for (size_t i = 0; i < ntensors; i++)
         if (offsets[i] != MST_PLAN_SKIP && tensors[i].nbytes != 0)
             bytes += item_size(&tensors[i]);
-    l->items = malloc((ntensors ? ntensors : 1) * sizeof *l->items);
-    l->block = calloc(1, bytes ? bytes : 1);
+    l->items = mst_malloc_big((ntensors ? ntensors : 1) * sizeof *l->items);
+    l->block = mst_malloc_big(bytes ? bytes : 1);
+    if (l->block)
+        memset(l->block, 0, bytes ? bytes : 1);
     if (!l->items || !l->block)
         goto oom;
     at = l->block;
