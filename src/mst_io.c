@@ -277,6 +277,7 @@ int mst_io_write_runs(MPI_File fh, const char *path, const uint64_t *off, const 
 {
     char why[MPI_MAX_ERROR_STRING + 128];
     MPI_Datatype view = MPI_DATATYPE_NULL;
+    MPI_Info info = MPI_INFO_NULL;
     MPI_Aint *disp;
     int *blen, rc, e = 0, reset;
     uint64_t total = 0;
@@ -316,8 +317,15 @@ int mst_io_write_runs(MPI_File fh, const char *path, const uint64_t *off, const 
                            "rank %d: building the file view of %s (%zu runs) failed: %s", rank,
                            what, n, why);
     }
+    /* No data sieving (ROMIO's read-modify-write of the whole extent): the
+     * gaps between the runs hold other ranks' bytes, which this rank must
+     * never write back, whatever the file system's caching and locks. */
+    if (MPI_Info_create(&info) == MPI_SUCCESS)
+        MPI_Info_set(info, "romio_ds_write", "disable");
     errno = 0;
-    rc = MPI_File_set_view(fh, 0, MPI_BYTE, view, "native", MPI_INFO_NULL);
+    rc = MPI_File_set_view(fh, 0, MPI_BYTE, view, "native", info);
+    if (info != MPI_INFO_NULL)
+        MPI_Info_free(&info);
     if (rc == MPI_SUCCESS) {
         errno = 0;
         rc = MPI_File_write_at(fh, 0, buf, (int)total, MPI_BYTE, &st);
