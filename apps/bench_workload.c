@@ -20,6 +20,7 @@ void bench_workload_defaults(bench_workload *wl)
     wl->dtype = -1;
     wl->mix = MIX_UNIFORM;
     wl->layout = L_WHOLE;
+    wl->width = 1024;
     bench_workload_init(wl);
 }
 
@@ -88,10 +89,10 @@ void bench_describe(const bench_workload *wl, uint64_t i, tensor *t)
     }
     nel = bytes / el;
     snprintf(t->name, sizeof t->name, "model.layers.%" PRIu64 ".weight", i);
-    if (nel >= 1024 && nel % 1024 == 0) {
+    if (nel >= wl->width && nel % wl->width == 0) {
         t->ndim = 2;
-        t->shape[0] = (int64_t)(nel / 1024);
-        t->shape[1] = 1024;
+        t->shape[0] = (int64_t)(nel / wl->width);
+        t->shape[1] = (int64_t)wl->width;
     } else if (nel % 64 == 0 && nel > 0) {
         t->ndim = 2;
         t->shape[0] = (int64_t)(nel / 64);

@@ -19,6 +19,7 @@ typedef struct bench_workload {
     uint64_t seed;
     int dtype;        /* an mst_dtype, or -1: a mix */
     int mix, layout;  /* MIX_*, L_* */
+    uint64_t width;   /* elements of a 2-D tensor's last dimension (default 1024) */
     uint64_t wsum;    /* transformer: sum of the big tensors' weights (bench_workload_init) */
 } bench_workload;
 

@@ -65,6 +65,9 @@ static void usage(FILE *f)
             "  --dtype NAME|mix  dtype of every tensor (default mix: F32 BF16 F16 I64 U8 ...)\n"
             "  --layout L        whole (tensor i on rank i %% N, default), rows or cols (every\n"
             "                    2-D tensor split over all ranks by row or column blocks)\n"
+            "  --width W         last dimension of the 2-D tensors (default 1024): with\n"
+            "                    --size 128MiB --tensors 8 --dtype BF16 --width 4096 the\n"
+            "                    tensors are [2048, 4096]\n"
             "  --seed S          data seed (default 1)\n"
             "  --no-fsync        no fsync (mst: MPI_File_sync and the directory fsync)\n"
             "  --checksums       the method mst with checksums on (mst_writer_set_checksums);\n"
@@ -156,6 +159,9 @@ static int parse_args(int argc, char **argv, bench_options *o, FILE *err, int ra
             i++;
         } else if (!strcmp(a, "--tensors")) {
             bad = !v || parse_size(v, &o->wl.tensors) || o->wl.tensors == 0;
+            i++;
+        } else if (!strcmp(a, "--width")) {
+            bad = !v || parse_size(v, &o->wl.width) || o->wl.width == 0;
             i++;
         } else if (!strcmp(a, "--seed")) {
             bad = !v || parse_size(v, &o->wl.seed);

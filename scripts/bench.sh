@@ -17,6 +17,14 @@
 #              global tensors grow with the ranks, a rank's memory must not;
 #   planning   1,000,000 tiny tensors over 1 and 16 ranks (100,000 over 1 and
 #              4 in --quick); 1 rank is the plan alone, without the exchange;
+#   small      (issue 19) under each MPI-IO component (ompio, romio321), at each
+#              rank count from 2: 100,000 tensors of 256 bytes, tensor i on rank
+#              i % N, mst against gather (to rank 0, which saves alone) and raw
+#              (each rank's bytes contiguous), interleaved, 5 runs, no fsync;
+#              then 1,000,000 tensors of 8 bytes at the largest rank count
+#              (mst alone, 3 runs; 100,000 in --quick); then column against row
+#              splits of 8 BF16 [2048, 4096] tensors, jobs alternated, 5 each
+#              (small.jsonl, small1m.jsonl, smallsplit.jsonl);
 #   load       (only when named in --sections) the parallel loader against
 #              load-raw, load-local and load-scatter, rows and cols, at each rank
 #              count, methods interleaved, the page cache dropped before each run
@@ -36,7 +44,7 @@ results=""
 ranks="1 2 4"
 size=1GiB
 repeat=3
-sections="scaling workloads layout memory planning"
+sections="scaling workloads layout memory planning small"
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) quick=1 ;;
@@ -147,6 +155,37 @@ for n in $plan_ranks; do
     echo "planning: $plan_tensors tensors over $n ranks" >&2
     mb "$n" --size $((plan_tensors * 8)) --tensors $plan_tensors --dtype F32 --no-fsync \
         --warmup 0 --repeat 2 >> "$results/planning.jsonl"
+done
+fi
+
+if want small; then
+: > "$results/small.jsonl"
+: > "$results/small1m.jsonl"
+: > "$results/smallsplit.jsonl"
+small_repeat=5 big_tensors=1000000
+[ "$quick" = 1 ] && small_repeat=2 big_tensors=100000
+for io in ompio romio321; do
+    for n in $ranks; do
+        [ "$n" -ge 2 ] || continue
+        echo "small: $n ranks $io, 100,000 tensors of 256 bytes" >&2
+        OMPI_MCA_io=$io mb "$n" --size 25600000 --tensors 100000 --dtype U8 --no-fsync \
+            --method mst,gather,raw --repeat "$small_repeat" >> "$results/small.jsonl"
+    done
+done
+echo "small: $big_tensors tensors over $max_ranks ranks" >&2
+mb "$max_ranks" --size $((big_tensors * 8)) --tensors $big_tensors --dtype U8 --no-fsync \
+    --repeat 3 >> "$results/small1m.jsonl"
+for n in $ranks; do
+    [ "$n" -ge 2 ] || continue
+    echo "small: column against row splits, $n ranks" >&2
+    i=0
+    while [ $i -lt "$small_repeat" ]; do
+        for lay in rows cols; do
+            mb "$n" --size 134217728 --tensors 8 --dtype BF16 --width 4096 --layout "$lay" \
+                --no-fsync >> "$results/smallsplit.jsonl"
+        done
+        i=$((i + 1))
+    done
 done
 fi
 

@@ -214,6 +214,59 @@ def main():
                     max(x["open_s"] for x in g)), med([x["seconds"] for x in g])))
         out.append("")
 
+    sm = load(d, "small")
+    if sm:
+        out.append("### Many small tensors (issue 19): seconds, median [min-max]; ratios of "
+                   "medians\n")
+        out.append("| io | ranks | tensors | mst s | gather s | raw s | gather/mst (goal >= 1.5) "
+                   "| raw/mst (goal >= 0.3) | mst plan s | mst write s |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
+        groups = collections.OrderedDict()
+        for r in sm:
+            groups.setdefault((r["io"], r["ranks"], r["tensors"]), {}).setdefault(
+                r["method"], []).append(r)
+        for (io, n, nt), g in groups.items():
+            def secs(m):
+                return [x["seconds"] for x in g.get(m, [])]
+            def rng(xs):
+                return "%.4f [%.4f-%.4f]" % (med(xs), min(xs), max(xs)) if xs else "-"
+            mm = med(secs("mst"))
+            out.append("| %s | %d | %d | %s | %s | %s | %.2f | %.2f | %.4f | %.4f |" % (
+                io, n, nt, rng(secs("mst")), rng(secs("gather")), rng(secs("raw")),
+                med(secs("gather")) / mm, med(secs("raw")) / mm,
+                med([x["phases"]["plan"] for x in g.get("mst", [])]),
+                med([x["phases"]["write"] for x in g.get("mst", [])])))
+        out.append("")
+    s1 = load(d, "small1m")
+    if s1:
+        out.append("### The largest count of tiny tensors, saved (goal: 10^6 under 2 s at 4 "
+                   "ranks)\n")
+        out.append("| ranks | tensors | runs | total s median [min-max] | to the first open s "
+                   "| then writes s | rank 0 extra MiB |")
+        out.append("|---|---|---|---|---|---|---|")
+        xs = [x["seconds"] for x in s1]
+        out.append("| %d | %d | %d | %.3f [%.3f-%.3f] | %.3f | %.3f | %.1f |" % (
+            s1[0]["ranks"], s1[0]["tensors"], len(s1), med(xs), min(xs), max(xs),
+            med([x["phases"]["plan"] for x in s1]),
+            med([x["phases"]["write"] for x in s1]),
+            med([x["extra_mib"][0] for x in s1])))
+        out.append("")
+    sp = load(d, "smallsplit")
+    if sp:
+        out.append("### Column against row splits, 8 BF16 [2048, 4096] (goal: cols >= 0.9x "
+                   "rows)\n")
+        out.append("| ranks | rows s median | cols s median | rows/cols time (= cols speed "
+                   "relative to rows) |")
+        out.append("|---|---|---|---|")
+        groups = collections.OrderedDict()
+        for r in sp:
+            groups.setdefault(r["ranks"], {}).setdefault(r["layout"], []).append(r["seconds"])
+        for n, g in groups.items():
+            out.append("| %d | %.4f | %.4f | %.2f |" % (
+                n, med(g.get("rows", [])), med(g.get("cols", [])),
+                med(g.get("rows", [])) / med(g.get("cols", []))))
+        out.append("")
+
     open(os.path.join(d, "summary.md"), "w").write("\n".join(out) + "\n")
     print("\n".join(out))
 

@@ -1,7 +1,31 @@
+#define _DEFAULT_SOURCE /* madvise */
 #include "mst_buf.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+void mst_advise_huge(void *p, size_t n)
+{
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + n) & ~(huge - 1);
+    if (n >= 2 * huge && e > a)
+        (void)madvise((void *)a, e - a, MADV_HUGEPAGE); /* advice: a failure changes nothing */
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+void *mst_malloc_big(size_t n)
+{
+    void *p = malloc(n);
+    if (p)
+        mst_advise_huge(p, n);
+    return p;
+}
 
 void mst_buf_init(mst_buf *b, size_t limit)
 {
@@ -45,6 +69,7 @@ int mst_buf_reserve(mst_buf *b, size_t extra)
     }
     b->data = p;
     b->cap = cap;
+    mst_advise_huge(p, cap);
     return 0;
 }
 

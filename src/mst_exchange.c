@@ -163,7 +163,7 @@ static int unpack(mst_gathered *g, const uint64_t *sizes, int nranks, const mst_
         size_t ti = 0, mi = 0;
         const char *p = base + (own ? sizes[0] : 0);
         if (pass == 1) {
-            g->decls = malloc((nt ? nt : 1) * sizeof *g->decls);
+            g->decls = mst_malloc_big((nt ? nt : 1) * sizeof *g->decls);
             g->meta = malloc((nm ? nm : 1) * sizeof *g->meta);
             if (!g->decls || !g->meta)
                 return mst_err_set(err, MST_ERR_NO_MEMORY,
@@ -289,7 +289,7 @@ int mst_gather_decls(MPI_Comm comm, const mst_buf *mine, const mst_own_decls *ow
                     break;
                 }
             }
-            if (local.code == MST_OK && !(g->blobs = malloc(total ? total : 1)))
+            if (local.code == MST_OK && !(g->blobs = mst_malloc_big(total ? total : 1)))
                 mst_err_set(&local, MST_ERR_NO_MEMORY,
                             "rank 0: out of memory for %llu bytes of metadata",
                             (unsigned long long)total);

@@ -2,6 +2,8 @@
  * order, escapes, padding with spaces to a multiple of 8). */
 #include "mst_header.h"
 
+#include <string.h>
+
 void mst_json_put_string(mst_buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
@@ -36,6 +38,67 @@ void mst_json_put_string(mst_buf *b, const char *s, size_t len)
     }
     mst_buf_put(b, s + run, len - run);
     mst_buf_putc(b, '"');
+}
+
+/* The decimal digits of v at p; returns the end. */
+static char *put_u64(char *p, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[sizeof tmp - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    memcpy(p, tmp + sizeof tmp - n, n);
+    return p + n;
+}
+
+static char *put_lit(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+#define LIT(p, s) put_lit(p, s, sizeof s - 1)
+#define FAST_NAME 200 /* names up to this long, without escapes, take the fast path */
+#define FAST_DIMS 8
+
+/* One tensor's entry, as mst_header_encode_each writes it, into rec (at
+ * least FAST_REC bytes) when the name needs no escape and the shape is short:
+ * one copy into the header instead of a dozen calls. Returns its length, or
+ * 0 for the general path. */
+#define FAST_REC (FAST_NAME + 96 + 21 * (FAST_DIMS + 2))
+static size_t fast_entry(char *rec, const mst_tensor_desc *t, uint64_t begin, uint64_t end,
+                         int comma)
+{
+    char *p = rec;
+    const char *dt = mst_dtype_name((mst_dtype)t->dtype);
+    size_t dl = strlen(dt);
+    if (t->name_len > FAST_NAME || t->ndim > FAST_DIMS || dl > 16)
+        return 0;
+    for (size_t i = 0; i < t->name_len; i++) {
+        unsigned char c = (unsigned char)t->name[i];
+        if (c < 0x20 || c == '"' || c == '\\')
+            return 0;
+    }
+    if (comma)
+        *p++ = ',';
+    *p++ = '"';
+    p = put_lit(p, t->name, t->name_len);
+    p = LIT(p, "\":{\"dtype\":\"");
+    p = put_lit(p, dt, dl);
+    p = LIT(p, "\",\"shape\":[");
+    for (uint32_t d = 0; d < t->ndim; d++) {
+        if (d)
+            *p++ = ',';
+        p = put_u64(p, (uint64_t)t->shape[d]);
+    }
+    p = LIT(p, "],\"data_offsets\":[");
+    p = put_u64(p, begin);
+    *p++ = ',';
+    p = put_u64(p, end);
+    p = LIT(p, "]}");
+    return (size_t)(p - rec);
 }
 
 typedef struct arrays_ctx {
@@ -80,6 +143,12 @@ int mst_header_encode_each(mst_buf *out, const mst_kv *meta, size_t nmeta,
     for (size_t i = 0; i < ntensors && mst_buf_ok(out); i++) {
         uint64_t begin, end;
         const mst_tensor_desc *t = next(ctx, i, &begin, &end);
+        char rec[FAST_REC];
+        size_t n = fast_entry(rec, t, begin, end, i || nmeta > 0);
+        if (n) {
+            mst_buf_put(out, rec, n);
+            continue;
+        }
         if (i || nmeta > 0)
             mst_buf_putc(out, ',');
         mst_json_put_string(out, t->name, t->name_len);

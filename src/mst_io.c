@@ -272,6 +272,79 @@ int mst_io_write(MPI_File fh, const char *path, uint64_t offset, const void *buf
     return MST_OK;
 }
 
+int mst_io_write_runs(MPI_File fh, const char *path, const uint64_t *off, const uint64_t *len,
+                      size_t n, const void *buf, int rank, const char *what, mst_err *err)
+{
+    char why[MPI_MAX_ERROR_STRING + 128];
+    MPI_Datatype view = MPI_DATATYPE_NULL;
+    MPI_Info info = MPI_INFO_NULL;
+    MPI_Aint *disp;
+    int *blen, rc, e = 0, reset;
+    uint64_t total = 0;
+    MPI_Status st;
+    MPI_Count got = 0;
+    if (n == 1)
+        return mst_io_write(fh, path, off[0], buf, len[0], rank, what, err);
+    if (n == 0)
+        return MST_OK;
+    if (n > (size_t)INT32_MAX)
+        return mst_err_set(err, MST_ERR_SIZE_OVERFLOW, "rank %d: writing %s: too many runs",
+                           rank, what);
+    disp = malloc(n * sizeof *disp);
+    blen = malloc(n * sizeof *blen);
+    if (!disp || !blen) {
+        free(disp);
+        free(blen);
+        return mst_err_set(err, MST_ERR_NO_MEMORY,
+                           "rank %d: out of memory for the file view of %s (%zu runs)", rank,
+                           what, n);
+    }
+    for (size_t i = 0; i < n; i++) {
+        disp[i] = (MPI_Aint)off[i];
+        blen[i] = (int)len[i];
+        total += len[i];
+    }
+    rc = MPI_Type_create_hindexed((int)n, blen, disp, MPI_BYTE, &view);
+    free(disp);
+    free(blen);
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Type_commit(&view);
+    if (rc != MPI_SUCCESS) {
+        if (view != MPI_DATATYPE_NULL)
+            MPI_Type_free(&view);
+        describe(rc, 0, why, sizeof why);
+        return mst_err_set(err, MST_ERR_MPI,
+                           "rank %d: building the file view of %s (%zu runs) failed: %s", rank,
+                           what, n, why);
+    }
+    /* No data sieving (ROMIO's read-modify-write of the whole extent): the
+     * gaps between the runs hold other ranks' bytes, which this rank must
+     * never write back, whatever the file system's caching and locks. */
+    if (MPI_Info_create(&info) == MPI_SUCCESS)
+        MPI_Info_set(info, "romio_ds_write", "disable");
+    errno = 0;
+    rc = MPI_File_set_view(fh, 0, MPI_BYTE, view, "native", info);
+    if (info != MPI_INFO_NULL)
+        MPI_Info_free(&info);
+    if (rc == MPI_SUCCESS) {
+        errno = 0;
+        rc = MPI_File_write_at(fh, 0, buf, (int)total, MPI_BYTE, &st);
+        e = errno;
+        /* back to plain bytes, whatever happened: the other writes use offsets */
+        reset = MPI_File_set_view(fh, 0, MPI_BYTE, MPI_BYTE, "native", MPI_INFO_NULL);
+        if (rc == MPI_SUCCESS && reset != MPI_SUCCESS)
+            rc = reset;
+    } else {
+        e = errno;
+    }
+    MPI_Type_free(&view);
+    if (rc == MPI_SUCCESS && MPI_Get_elements_x(&st, MPI_BYTE, &got) == MPI_SUCCESS &&
+        (uint64_t)got == total)
+        return MST_OK;
+    return write_failed(err, rc, e, rank, what, total, off[0], (long long)got, total, off[0],
+                        path);
+}
+
 int mst_io_iwrite(MPI_File fh, const char *path, uint64_t offset, const void *buf, uint64_t len,
                   MPI_Request *req, int rank, const char *what, mst_err *err)
 {

@@ -39,6 +39,17 @@ int mst_io_close(MPI_File *fh);
 int mst_io_write(MPI_File fh, const char *path, uint64_t offset, const void *buf, uint64_t len,
                  int rank, const char *what, mst_err *err);
 
+/* Local. Writes the n runs (file offset off[i], len[i] bytes; sorted, not
+ * overlapping, each at most MST_IO_CHUNK, total at most MST_IO_CHUNK) whose
+ * bytes lie back to back in buf, with one MPI_File_write_at through a file
+ * view of the runs (an hindexed type; the view is reset to bytes after), so
+ * MPI-IO gets them in one call instead of n. Without data sieving (hint
+ * romio_ds_write=disable with the view): the gaps are other ranks' bytes,
+ * never read and written back. Checks the count. Messages as
+ * mst_io_write, with the runs' span. */
+int mst_io_write_runs(MPI_File fh, const char *path, const uint64_t *off, const uint64_t *len,
+                      size_t n, const void *buf, int rank, const char *what, mst_err *err);
+
 /* Local. Starts writing len (at most MST_IO_CHUNK) bytes at offset with
  * MPI_File_iwrite_at; *req is finished by mst_io_iwait (always, even after a
  * failure elsewhere: the buffer must outlive the request). Messages as

@@ -1,4 +1,5 @@
 #include "mst_plan.h"
+#include "mst_buf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,7 +225,7 @@ static int check_tiling(const mst_decl **g, size_t n, mst_err *err)
     int ndim = (int)t->ndim;
     char q[MST_QUOTE_MAX], b1[160], b2[160];
     uint64_t total = mst_box_volume(ndim, t->shape), covered = 0;
-    const mst_decl **s = malloc(n * sizeof *s);
+    const mst_decl **s = mst_malloc_big(n * sizeof *s);
     if (!s)
         return mst_err_set(err, MST_ERR_NO_MEMORY, "out of memory checking slices");
     memcpy(s, g, n * sizeof *s);
@@ -392,7 +393,7 @@ static int add_crc_entry(mst_plan *plan, const mst_decl *decls, size_t ngroups, 
     char *d = malloc(8 * ngroups + 1);
     size_t j = 0;
     mst_buf pre;
-    plan->tlen = malloc((ngroups ? ngroups : 1) * sizeof *plan->tlen);
+    plan->tlen = mst_malloc_big((ngroups ? ngroups : 1) * sizeof *plan->tlen);
     if (!n || !d || !plan->tlen) {
         free(n);
         free(d);
@@ -469,11 +470,11 @@ int mst_plan_build_crc(mst_plan *plan, const mst_decl *decls, size_t ndecls,
     mst_buf_init(&plan->header, MST_MAX_HEADER_SIZE);
     mst_err_clear(err);
 
-    byname = malloc(alloc_n * sizeof *byname);
-    first = malloc((ndecls + 1) * sizeof *first);
+    byname = mst_malloc_big(alloc_n * sizeof *byname);
+    first = mst_malloc_big((ndecls + 1) * sizeof *first);
     load = calloc(nranks > 0 ? (size_t)nranks : 1, sizeof *load);
-    plan->order = malloc(alloc_n * sizeof *plan->order);
-    plan->begin = malloc(alloc_n * sizeof *plan->begin);
+    plan->order = mst_malloc_big(alloc_n * sizeof *plan->order);
+    plan->begin = mst_malloc_big(alloc_n * sizeof *plan->begin);
     if (!byname || !first || !load || !plan->order || !plan->begin) {
         mst_err_set(err, MST_ERR_NO_MEMORY, "out of memory planning %zu tensors", ndecls);
         goto done;

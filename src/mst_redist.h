@@ -32,10 +32,14 @@
 
 struct mst_crc_acc;
 
-/* Bytes of the per-rank buffers at most (the staging size, if smaller). 8 MiB
- * was faster than 16, 32 and 64 here (column splits at 2 and 4 ranks: 0.5-0.7
- * of row splits against 0.4-0.5 with 32 or 64 MiB): the chunks stay in cache. */
-#define MST_REDIST_BUFFER ((uint64_t)8 << 20)
+/* Bytes of the per-rank buffers at most (the staging size, if smaller). 512
+ * KiB (two halves of 256 KiB, which stay in a core's cache while they are
+ * filled and written): column splits of 8 BF16 [2048, 4096] tensors took
+ * 0.06-0.11 s at 4 ranks against 0.12 with 1 MiB, 0.20 with 2, 0.27 with 4
+ * and 0.47-0.55 with the earlier 8 MiB (docs/BENCHMARKS.md, issue 19). On a
+ * parallel file system the hint mst_redist_buffer can ask for stripe-sized
+ * chunks. */
+#define MST_REDIST_BUFFER ((uint64_t)512 << 10)
 
 /* Collective over comm: rank 0's table to every rank (malloc'd into *tab). */
 int mst_redist_share(MPI_Comm comm, uint64_t **tab, size_t *len, mst_err *err);

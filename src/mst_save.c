@@ -292,6 +292,10 @@ int mst_save_write(mst_writer *w, mst_err *local, const local_tensor *tensors, s
     }
     if (mst_agree(comm, local, res))
         goto cleanup;
+    /* the small tensors of every rank, gathered into few writes */
+    mst_sched_write_small(w, fh, tmp, plan, &writes, local);
+    if (mst_agree(comm, local, res))
+        goto cleanup;
     if (w->collective)
         mst_sched_write_strided(w, tmp, &writes, local);
     else

@@ -10,6 +10,7 @@
 
 #include "mst.h"
 #include "mst_box.h"
+#include "mst_buf.h"
 #include "mst_crc.h"
 #include "mst_err.h"
 #include "mst_exchange.h"
@@ -69,11 +70,14 @@ int mst_sched_plan(const mst_writer *w, const local_tensor *tensors, size_t nten
     size_t bytes = 0;
     char *at;
     l->tensors = tensors;
+    l->gather_small = w->size > 1;
     for (size_t i = 0; i < ntensors; i++)
         if (offsets[i] != MST_PLAN_SKIP && tensors[i].nbytes != 0)
             bytes += item_size(&tensors[i]);
-    l->items = malloc((ntensors ? ntensors : 1) * sizeof *l->items);
-    l->block = calloc(1, bytes ? bytes : 1);
+    l->items = mst_malloc_big((ntensors ? ntensors : 1) * sizeof *l->items);
+    l->block = mst_malloc_big(bytes ? bytes : 1);
+    if (l->block)
+        memset(l->block, 0, bytes ? bytes : 1);
     if (!l->items || !l->block)
         goto oom;
     at = l->block;
@@ -228,22 +232,30 @@ static int write_streamed(const mst_writer *w, const write_list *l, const local_
     return MST_OK;
 }
 
-/* Small tensors that are neighbours in the file go out in one write: a
- * million 8-byte tensors cost a million MPI_File_write_at calls otherwise.
- * Those under BATCH_SMALL bytes are copied into one buffer of at most
- * BATCH_BYTES (allocated when a second one joins a run); larger ones are
- * written from the caller's buffer as before. */
-#define BATCH_SMALL ((uint64_t)64 << 10)
+/* Small tensors go out in few writes: a million 8-byte tensors cost a
+ * million MPI_File_write_at calls otherwise, and 100,000 small tensors dealt
+ * round-robin over the ranks are never neighbours in the file. Tensors under
+ * BATCH_SMALL bytes are copied into one buffer of at most BATCH_BYTES
+ * (allocated when a second one joins), neighbours merged into runs; a batch
+ * leaves in one call, through a file view of its runs when it has several
+ * (mst_io_write_runs). A batch ends when the buffer is full or it has
+ * BATCH_RUNS runs. Larger tensors are written from the caller's buffer as
+ * they come: no byte of the batch is theirs, so the order does not matter.
+ * Memory: BATCH_BYTES + 16 * BATCH_RUNS bytes per rank (6 MiB) at most, less
+ * when the rank's small tensors are fewer. */
+#define BATCH_SMALL MST_SCHED_SMALL
 #define BATCH_BYTES ((uint64_t)4 << 20)
+#define BATCH_RUNS ((size_t)1 << 16)
 
 typedef struct batch {
     unsigned char *buf;
     size_t cap;          /* bytes of buf once allocated */
-    uint64_t offset;     /* file offset of the run's first byte */
-    uint64_t len;        /* bytes in the run */
-    size_t first, last;  /* the run's items (positions in the write list) */
-    size_t n;            /* tensors in the run; 0: none */
-    int header;          /* rank 0: the run starts with the length and the header */
+    uint64_t *off, *len; /* the runs: file offset and bytes */
+    size_t nruns, rcap;  /* runs, and room for them */
+    uint64_t bytes;      /* bytes in the batch */
+    size_t first, last;  /* the batch's first and last item (positions in the write list) */
+    size_t n;            /* tensors in the batch; 0: none */
+    int header;          /* rank 0: the batch starts with the length and the header */
 } batch;
 
 /* `tensor "a"`, `tensors "a" to "z" (N tensors)`, with "the header and "
@@ -264,8 +276,8 @@ static void describe_run(char *what, size_t cap, const write_list *l,
     snprintf(what, cap, "%stensors %s to %s (%zu tensors)", head, one + 7, two + 7, b->n);
 }
 
-/* Writes the pending run, if any, and empties it. A run of one tensor is
- * written from the caller's buffer. */
+/* Writes the pending batch, if any, and empties it. A batch of one tensor
+ * is written from the caller's buffer. */
 static int flush_batch(const mst_writer *w, MPI_File fh, const char *tmp, const write_list *l,
                        batch *b, mst_err *err)
 {
@@ -274,7 +286,7 @@ static int flush_batch(const mst_writer *w, MPI_File fh, const char *tmp, const 
     if (b->n == 0 && !b->header)
         return MST_OK;
     data = b->n == 1 && !b->header ? l->tensors[l->items[b->first]->index].data : b->buf;
-    rc = mst_io_write(fh, tmp, b->offset, data, b->len, w->rank, WHAT_MARK, err);
+    rc = mst_io_write_runs(fh, tmp, b->off, b->len, b->nruns, data, w->rank, WHAT_MARK, err);
     if (rc != MST_OK) {
         char what[2 * (MST_QUOTE_MAX + 200) + 64];
         if (b->n == 1 && !b->header)
@@ -284,14 +296,15 @@ static int flush_batch(const mst_writer *w, MPI_File fh, const char *tmp, const 
         name_in_message(err, what);
     }
     b->n = 0;
-    b->len = 0;
+    b->nruns = 0;
+    b->bytes = 0;
     b->header = 0;
     return rc;
 }
 
 /* Allocates the batch buffer once: BATCH_BYTES, or less when this rank's
  * small tensors (`small_bytes`, with the header if folded) are fewer, so a
- * run never outgrows it. */
+ * batch never outgrows it. */
 static int batch_buffer(const mst_writer *w, batch *b, uint64_t small_bytes, mst_err *err)
 {
     if (!b->buf) {
@@ -304,42 +317,66 @@ static int batch_buffer(const mst_writer *w, batch *b, uint64_t small_bytes, mst
     return MST_OK;
 }
 
+/* Adds bytes [at, at + n) of the file to the batch's runs (room checked by
+ * the caller). */
+static void add_run(batch *b, uint64_t at, uint64_t n)
+{
+    if (b->nruns > 0 && b->off[b->nruns - 1] + b->len[b->nruns - 1] == at) {
+        b->len[b->nruns - 1] += n;
+    } else {
+        b->off[b->nruns] = at;
+        b->len[b->nruns++] = n;
+    }
+    b->bytes += n;
+}
+
 /* This rank's independent writes: the header on rank 0, then every whole
- * tensor, chosen replica and contiguous box in file order, straight from the
- * caller's buffers, runs of small neighbours through the batch buffer. */
+ * tensor, chosen replica and contiguous box, straight from the caller's
+ * buffers, small ones batched. */
 int mst_sched_write_own(const mst_writer *w, MPI_File fh, const char *tmp, const mst_plan *plan,
                         const write_list *l, mst_err *err)
 {
     unsigned char *stage = NULL;
-    size_t cap = 0;
+    size_t cap = 0, nsmall = 1;
     uint64_t small_bytes = 0;
     batch b;
     memset(&b, 0, sizeof b);
     for (size_t k = 0; k < l->n; k++) {
         const local_tensor *t = &l->tensors[l->items[k]->index];
-        if (!l->items[k]->strided && !t->fill && t->nbytes < BATCH_SMALL)
+        if (!l->items[k]->strided && !t->fill && t->nbytes < BATCH_SMALL) {
             small_bytes += t->nbytes;
+            nsmall++;
+        }
+    }
+    if (l->gather_small) /* mst_sched_write_small writes them */
+        small_bytes = 0, nsmall = 1;
+    b.rcap = nsmall < BATCH_RUNS ? nsmall : BATCH_RUNS;
+    b.off = malloc(b.rcap * sizeof *b.off);
+    b.len = malloc(b.rcap * sizeof *b.len);
+    if (!b.off || !b.len) {
+        mst_err_set(err, MST_ERR_NO_MEMORY, "rank %d: out of memory for a list of %zu writes",
+                    w->rank, b.rcap);
+        goto out;
     }
     /* with checksums, rank 0 writes the header last (mst_save_write) */
     if (w->rank == 0 && !l->crc) {
         unsigned char len8[8];
         uint64_t n = plan->header.len;
-        const write_item *it = l->n ? l->items[0] : NULL;
-        const local_tensor *t = it ? &l->tensors[it->index] : NULL;
         for (int i = 0; i < 8; i++)
             len8[i] = (unsigned char)(n >> (8 * i));
-        if (t && !it->strided && !t->fill && t->nbytes < BATCH_SMALL && it->offset == 8 + n &&
-            8 + n < BATCH_SMALL) {
-            /* a small header and the first tensor right after it: one run */
+        if (l->gather_small && 8 + n < BATCH_SMALL) {
+            ; /* the first small piece of mst_sched_write_small */
+        } else if (small_bytes > 0 && 8 + n < BATCH_SMALL) {
+            /* a small header: the first run of the first batch */
             if (batch_buffer(w, &b, small_bytes + 8 + n, err))
-                return err->code;
+                goto out;
             memcpy(b.buf, len8, 8);
             memcpy(b.buf + 8, plan->header.data, n);
             b.header = 1;
-            b.len = 8 + n;
+            add_run(&b, 0, 8 + n);
         } else if (mst_io_write(fh, tmp, 0, len8, 8, 0, "the header length", err) ||
                    mst_io_write(fh, tmp, 8, plan->header.data, n, 0, "the header", err)) {
-            return err->code;
+            goto out;
         }
     }
     for (size_t k = 0; k < l->n; k++) {
@@ -349,31 +386,29 @@ int mst_sched_write_own(const mst_writer *w, MPI_File fh, const char *tmp, const
             continue;
         if (!t->fill)
             crc_item(l, it, t, 0, t->data, t->nbytes);
+        if (!t->fill && t->nbytes < BATCH_SMALL && l->gather_small)
+            continue;
         if (!t->fill && t->nbytes < BATCH_SMALL) {
-            int joins = (b.n > 0 || b.header) && b.offset + b.len == it->offset &&
-                        b.len + t->nbytes <= (b.buf ? b.cap : BATCH_BYTES);
-            if (!joins && flush_batch(w, fh, tmp, l, &b, err))
+            int adjacent = b.nruns > 0 && b.off[b.nruns - 1] + b.len[b.nruns - 1] == it->offset;
+            int fits = b.bytes + t->nbytes <= (b.buf ? b.cap : BATCH_BYTES) &&
+                       (adjacent || b.nruns < b.rcap);
+            if (!fits && flush_batch(w, fh, tmp, l, &b, err))
                 break;
-            if (b.n == 0 && !b.header) {
-                b.offset = it->offset;
-            } else {
-                if (b.n == 1 && !b.header) {
-                    /* a second tensor: the first goes into the buffer too */
-                    if (batch_buffer(w, &b, small_bytes, err))
-                        break;
-                    memcpy(b.buf, l->tensors[l->items[b.first]->index].data, b.len);
-                }
-                memcpy(b.buf + b.len, t->data, t->nbytes);
+            if (b.n == 1 && !b.header) {
+                /* a second tensor: the first goes into the buffer too */
+                if (batch_buffer(w, &b, small_bytes, err))
+                    break;
+                memcpy(b.buf, l->tensors[l->items[b.first]->index].data, b.bytes);
             }
+            if (b.n > 0 || b.header)
+                memcpy(b.buf + b.bytes, t->data, t->nbytes);
             if (b.n == 0)
                 b.first = k;
             b.last = k;
             b.n++;
-            b.len += t->nbytes;
+            add_run(&b, it->offset, t->nbytes);
             continue;
         }
-        if (flush_batch(w, fh, tmp, l, &b, err))
-            break;
         if (t->fill) {
             if (!stage) {
                 /* one buffer for all streamed tensors: the staging size, or
@@ -402,9 +437,51 @@ int mst_sched_write_own(const mst_writer *w, MPI_File fh, const char *tmp, const
     }
     if (err->code == MST_OK)
         flush_batch(w, fh, tmp, l, &b, err);
+out:
     free(b.buf);
+    free(b.off);
+    free(b.len);
     free(stage);
     return err->code;
+}
+
+int mst_sched_small_pieces(const mst_writer *w, const mst_plan *plan, const write_list *l,
+                           unsigned char len8[8], mst_piece **out, size_t *n, mst_err *err)
+{
+    size_t count = 2;
+    mst_piece *p;
+    *n = 0;
+    for (size_t k = 0; k < l->n; k++) {
+        const local_tensor *t = &l->tensors[l->items[k]->index];
+        if (!l->items[k]->strided && !t->fill && t->nbytes < BATCH_SMALL)
+            count++;
+    }
+    if (!(p = malloc(count * sizeof *p)))
+        return mst_err_set(err, MST_ERR_NO_MEMORY,
+                           "rank %d: out of memory for a list of %zu small tensors", w->rank,
+                           count);
+    *out = p;
+    /* the same test as mst_sched_write_own's: the header is small and not last */
+    if (w->rank == 0 && !l->crc && 8 + plan->header.len < BATCH_SMALL) {
+        for (int i = 0; i < 8; i++)
+            len8[i] = (unsigned char)((uint64_t)plan->header.len >> (8 * i));
+        p[(*n)++] = (mst_piece){0, 8, len8};
+        p[(*n)++] = (mst_piece){8, plan->header.len,
+                                (const unsigned char *)plan->header.data};
+    }
+    for (size_t k = 0; k < l->n; k++) {
+        const write_item *it = l->items[k];
+        const local_tensor *t = &l->tensors[it->index];
+        if (!it->strided && !t->fill && t->nbytes < BATCH_SMALL) {
+            if (*n > 0 && p[*n - 1].offset + p[*n - 1].len == it->offset &&
+                p[*n - 1].len + t->nbytes <= BATCH_SMALL &&
+                p[*n - 1].data + p[*n - 1].len == (const unsigned char *)t->data)
+                p[*n - 1].len += t->nbytes; /* neighbours in memory too */
+            else
+                p[(*n)++] = (mst_piece){it->offset, t->nbytes, t->data};
+        }
+    }
+    return MST_OK;
 }
 
 /* The strided boxes of collective round r, in file order; returns how many. */

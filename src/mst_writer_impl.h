@@ -139,7 +139,14 @@ typedef struct write_list {
     size_t n;
     int rounds;         /* collective rounds this rank needs */
     void *block;        /* every item, one allocation */
+    int gather_small;   /* several ranks: small tensors go through mst_sched_write_small */
 } write_list;
+
+/* A small piece of the file this rank writes: `len` bytes at `offset`. */
+typedef struct mst_piece {
+    uint64_t offset, len;
+    const unsigned char *data;
+} mst_piece;
 
 /* Local. Where each of `tensors` goes (at offsets[i], absolute; MST_PLAN_SKIP:
  * nowhere), in file order. */
@@ -152,6 +159,24 @@ void mst_sched_free(write_list *l);
  * from the caller's buffers, runs of small neighbours through one buffer. */
 int mst_sched_write_own(const mst_writer *w, MPI_File fh, const char *tmp, const mst_plan *plan,
                         const write_list *l, mst_err *err);
+
+/* Local. With l->gather_small: this rank's small pieces (the header on rank
+ * 0 when it is small and written first, then the whole tensors, replicas and
+ * contiguous boxes under MST_SCHED_SMALL bytes), in file order, into *out
+ * (malloc'd). */
+int mst_sched_small_pieces(const mst_writer *w, const mst_plan *plan, const write_list *l,
+                           unsigned char len8[8], mst_piece **out, size_t *n, mst_err *err);
+
+/* Collective (mst_sched_small.c). With l->gather_small (several ranks): the
+ * small pieces of every rank, sent to the ranks that write each stretch of
+ * the file, which write what they receive in one call per round. Every rank
+ * calls it, also after a local failure (it then sends nothing); the caller
+ * agrees on *err. */
+int mst_sched_write_small(const mst_writer *w, MPI_File fh, const char *tmp,
+                          const mst_plan *plan, const write_list *l, mst_err *err);
+
+/* Tensors under this many bytes are batched (one rank) or gathered (several). */
+#define MST_SCHED_SMALL ((uint64_t)64 << 10)
 
 /* With hint mst_strided_writes=collective. Collective: the strided boxes, in
  * rounds, through a handle shared by all ranks, with file views and

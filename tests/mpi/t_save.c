@@ -29,6 +29,9 @@
 #include "mst.h"
 #include "t_util.h"
 
+/* tensors of a case, at most ("many" has 3000) */
+#define T_MAX 4096
+
 typedef struct tcase_tensor {
     char name[96];
     mst_dtype dtype;
@@ -37,7 +40,7 @@ typedef struct tcase_tensor {
 } tcase_tensor;
 
 typedef struct tcase {
-    tcase_tensor t[128];
+    tcase_tensor t[T_MAX];
     int n;
     const char *meta[8][2]; /* merged metadata, as it must appear */
     int nmeta;
@@ -110,6 +113,21 @@ static int build_case(const char *name, tcase *c)
         add(c, "small.f32", MST_F32, 2, 17, 3, 0);
         add(c, "small.bf16", MST_BF16, 1, 9, 0, 0);
         add(c, "small.i8", MST_I8, 1, 11, 0, 0);
+        c->meta[0][0] = "format";
+        c->meta[0][1] = "pt";
+        c->nmeta = 1;
+        return 0;
+    }
+    if (!strcmp(name, "many")) {
+        /* 3000 small tensors dealt over the ranks by hash (owner()): no rank
+         * has many neighbours in the file, and the header is small */
+        char buf[96];
+        static const mst_dtype dt[4] = {MST_F32, MST_BF16, MST_U8, MST_I64};
+        for (int i = 0; i < 3000; i++) {
+            snprintf(buf, sizeof buf, "e.%d.w%d", i / 8, i % 8);
+            add(c, buf, dt[i % 4], 1, 1 + (i * 37) % 97, 0, 0);
+        }
+        add(c, "big.f32", MST_F32, 2, 200, 100, 0); /* 80,000 bytes: not small */
         c->meta[0][0] = "format";
         c->meta[0][1] = "pt";
         c->nmeta = 1;
@@ -256,13 +274,17 @@ static void compare_dirs(const char *out, const char *expected, int rank, int si
     CHECK_MSG(n == 0, "%s holds %d more files than %s", out, -n, expected);
 }
 
+/* --redist=BYTES: the hint mst_redist_buffer (small tensors of several ranks
+ * then move in rounds of BYTES / ranks per rank, cut at many places) */
+static const char *redist_buffer;
+
 static int save(const tcase *c, const char *out, const char *expected, int fsync, size_t staging,
                 uint64_t shard_limit)
 {
-    static stream_ctx ctx[2 * 128];
+    static stream_ctx ctx[2 * T_MAX];
     int rank, size, rc;
     mst_writer *w = NULL;
-    void *bufs[128] = {0};
+    static void *bufs[T_MAX];
     char dir[4096], prefix[4096];
     const char *slash;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -283,6 +305,8 @@ static int save(const tcase *c, const char *out, const char *expected, int fsync
         MPI_Info_set(hints, "striping_factor", "4");
         MPI_Info_set(hints, "cb_buffer_size", "1048576");
         MPI_Info_set(hints, "romio_ds_write", "disable");
+        if (redist_buffer)
+            MPI_Info_set(hints, "mst_redist_buffer", redist_buffer);
         rc = mst_writer_open(&w, MPI_COMM_WORLD, out, hints);
         MPI_Info_free(&hints);
     }
@@ -359,7 +383,7 @@ static int save(const tcase *c, const char *out, const char *expected, int fsync
     mst_writer_free(&w);
     CHECK(w == NULL);
     mst_writer_free(&w); /* NULL-safe */
-    for (int i = 0; i < 128; i++)
+    for (int i = 0; i < T_MAX; i++)
         free(bufs[i]);
 
     if (rc == MST_OK && shard_limit) {
@@ -406,6 +430,8 @@ int main(int argc, char **argv)
                 fsync = 0;
             else if (!strncmp(argv[a], "--stream=", 9))
                 staging = (size_t)strtoull(argv[a] + 9, NULL, 0);
+            else if (!strncmp(argv[a], "--redist=", 9))
+                redist_buffer = argv[a] + 9;
             else if (!strncmp(argv[a], "--shards=", 9))
                 shards = strtoull(argv[a] + 9, NULL, 0);
         }
