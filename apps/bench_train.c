@@ -16,6 +16,12 @@
  *   snapshot  begin with the snapshot; the updates go on at once; end as
  *             soon as test says done at a step's end (or before the next
  *             save, or after the last step).
+ * --host-copy: the parameters stand for device memory; before each save
+ * (every mode) the loop copies them into host buffers of its own (the
+ * device-to-host copy, timed as copy_s, not counted as blocked in mst) and
+ * saves those, which training does not touch until the next save: then split
+ * without snapshot ends as soon as test says done (or before the next copy),
+ * as snapshot does.
  * One JSON line per mode: blocked seconds per save (the caller inside mst:
  * commit, or begin + test + end), the save's span (begin to end returned),
  * the median step time with a save in flight against the median of "none",
@@ -52,6 +58,8 @@ typedef struct train {
     uint64_t iters; /* compute per step, calibrated */
     double ref_step; /* median step of mode none */
     float *params[NT];
+    float *host[NT]; /* --host-copy: the host copies saved (params are "on the device") */
+    int host_copy;
     int64_t nparam; /* elements per tensor */
     float *grad;
 } train;
@@ -96,7 +104,8 @@ static int open_save(train *t, mst_writer **w)
     mst_writer_set_fsync(*w, t->fsync);
     for (int k = 0; k < NT; k++) {
         snprintf(name, sizeof name, "layer%d.rank%d", k, t->rank);
-        mst_writer_add(*w, name, MST_F32, 1, &t->nparam, t->params[k]);
+        mst_writer_add(*w, name, MST_F32, 1, &t->nparam,
+                       t->host_copy ? t->host[k] : t->params[k]);
     }
     return MST_OK;
 }
@@ -123,10 +132,12 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
     int nflight = 0, nsaves = 0, in_flight = 0, failed = 0;
     mst_writer *w = NULL;
     int ngrad = (int)(t->allreduce / sizeof(float));
+    double *copy = calloc((size_t)t->steps, sizeof *copy);
+    double *bbeg = calloc((size_t)t->steps, sizeof *bbeg);
     flight = calloc((size_t)t->steps, sizeof *flight);
     blocked = calloc((size_t)t->steps, sizeof *blocked);
     span = calloc((size_t)t->steps, sizeof *span);
-    if (!step_s || !flight || !blocked || !span)
+    if (!step_s || !flight || !blocked || !span || !copy || !bbeg)
         return 1;
     MPI_Barrier(t->comm);
     t_loop = now();
@@ -140,7 +151,7 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
          * snapshot: end once done, or before the next save */
         if (in_flight) {
             tb = now();
-            if (mode == T_SNAPSHOT) {
+            if (mode == T_SNAPSHOT || t->host_copy) {
                 mst_writer_commit_test(w, &done);
                 /* the loop's own agreement (a real one folds the flag into
                  * its gradient allreduce): not time blocked in mst */
@@ -148,7 +159,7 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
                 MPI_Allreduce(MPI_IN_PLACE, &done, 1, MPI_INT, MPI_MIN, t->comm);
                 tb = now();
             }
-            if (mode == T_SPLIT || done || save_now || s == t->steps - 1) {
+            if ((mode == T_SPLIT && !t->host_copy) || done || save_now || s == t->steps - 1) {
                 int rc = mst_writer_commit_end(w);
                 if (rc != MST_OK) {
                     fprintf(err, "rank %d: end: %s\n", t->rank, mst_writer_error(w));
@@ -166,6 +177,12 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
         if (save_now && mode != T_NONE) {
             int rc;
             tb = now();
+            if (t->host_copy) { /* the device-to-host copy every mode needs */
+                for (int k = 0; k < NT; k++)
+                    memcpy(t->host[k], t->params[k], (size_t)t->nparam * 4);
+                copy[nsaves] = now() - tb;
+                tb = now();
+            }
             if (open_save(t, &w) != MST_OK) {
                 fprintf(err, "rank %d: open: %s\n", t->rank, mst_writer_error(w));
                 failed = 1;
@@ -179,7 +196,7 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
                 mst_writer_set_snapshot(w, mode == T_SNAPSHOT);
                 t_begin = tb;
                 rc = mst_writer_commit_begin(w);
-                blocked_now = now() - tb;
+                blocked_now = bbeg[nsaves] = now() - tb;
                 in_flight = rc == MST_OK;
                 if (!in_flight)
                     mst_writer_free(&w);
@@ -203,10 +220,11 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
     {
         double st_med = median(step_s, t->steps), fl_med = median(flight, nflight);
         double bl_med = median(blocked, nsaves), sp_med = median(span, nsaves);
-        double v[5] = {st_med, fl_med, bl_med, sp_med, t_loop};
+        double cp_med = median(copy, nsaves), bb_med = median(bbeg, nsaves);
+        double v[7] = {st_med, fl_med, bl_med, sp_med, t_loop, cp_med, bb_med};
         long rss = peak_rss_kib();
         uint64_t snap = mode == T_SNAPSHOT ? (uint64_t)NT * (uint64_t)t->nparam * 4 : 0;
-        MPI_Allreduce(MPI_IN_PLACE, v, 5, MPI_DOUBLE, MPI_MAX, t->comm);
+        MPI_Allreduce(MPI_IN_PLACE, v, 7, MPI_DOUBLE, MPI_MAX, t->comm);
         MPI_Allreduce(MPI_IN_PLACE, &rss, 1, MPI_LONG, MPI_MAX, t->comm);
         if (t->rank == 0 && mode != T_NONE)
             fprintf(out,
@@ -214,13 +232,14 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
                     "\"fsync\": %d, \"steps\": %d, \"every\": %d, \"saves\": %d, "
                     "\"step_ref_s\": %.4f, \"step_median_s\": %.4f, "
                     "\"step_in_flight_median_s\": %.4f, \"steps_in_flight\": %d, "
-                    "\"step_slowdown\": %.4f, \"blocked_per_save_s\": %.4f, "
+                    "\"step_slowdown\": %.4f, \"blocked_per_save_s\": %.4f, \"begin_s\": %.4f, "
                     "\"save_span_s\": %.4f, \"total_s\": %.3f, \"snapshot_bytes_rank\": %llu, "
-                    "\"peak_rss_kib\": %ld, \"failed\": %d}\n",
+                    "\"host_copy\": %d, \"copy_s\": %.4f, \"peak_rss_kib\": %ld, "
+                    "\"failed\": %d}\n",
                     mode_names[mode], t->size, (unsigned long long)t->size_total, t->fsync,
                     t->steps, t->every, nsaves, ref_step, v[0], v[1], nflight,
-                    ref_step > 0 ? v[1] / ref_step - 1 : 0, v[2], v[3], v[4],
-                    (unsigned long long)snap, rss, failed);
+                    ref_step > 0 ? v[1] / ref_step - 1 : 0, v[2], v[6], v[3], v[4],
+                    (unsigned long long)snap, t->host_copy, v[5], rss, failed);
         else if (t->rank == 0)
             fprintf(out,
                     "{\"bench\": \"train\", \"mode\": \"none\", \"ranks\": %d, \"steps\": %d, "
@@ -234,6 +253,8 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
     free(flight);
     free(blocked);
     free(span);
+    free(copy);
+    free(bbeg);
     return failed;
 }
 
@@ -282,6 +303,8 @@ int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
             t.compute_ms = atof(v), i++;
         else if (!strcmp(a, "--no-fsync"))
             t.fsync = 0;
+        else if (!strcmp(a, "--host-copy"))
+            t.host_copy = 1;
         else if (!strcmp(a, "--modes") && v) {
             char buf[256], *tok, *save = NULL;
             memset(modes, 0, sizeof modes);
@@ -302,7 +325,7 @@ int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
         if (t.rank == 0)
             fprintf(err, "usage: mst-bench train -o FILE [--size BYTES] [--steps S] [--every K] "
                          "[--compute-ms C] [--allreduce BYTES] [--modes none,sync,split,"
-                         "snapshot] [--no-fsync]\n");
+                         "snapshot] [--no-fsync] [--host-copy]\n");
         return 2;
     }
     t.nparam = (int64_t)(t.size_total / (uint64_t)t.size / NT / 4);
@@ -310,7 +333,8 @@ int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
         t.nparam = 1;
     for (int k = 0; k < NT; k++) {
         t.params[k] = malloc((size_t)t.nparam * 4);
-        if (!t.params[k]) {
+        t.host[k] = t.host_copy ? malloc((size_t)t.nparam * 4) : NULL;
+        if (!t.params[k] || (t.host_copy && !t.host[k])) {
             fprintf(err, "rank %d: out of memory\n", t.rank);
             return 1;
         }
@@ -344,8 +368,10 @@ int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
                 ref = t.ref_step;
         }
     }
-    for (int k = 0; k < NT; k++)
+    for (int k = 0; k < NT; k++) {
         free(t.params[k]);
+        free(t.host[k]);
+    }
     free(t.grad);
     return failed;
 }

@@ -54,7 +54,7 @@ static void usage(FILE *f)
             "usage: mpirun -np N mst-bench -o FILE [options]\n"
             "       mpirun -np N mst-bench train -o FILE [--size B] [--steps S] [--every K]\n"
             "           [--compute-ms C] [--allreduce B] [--modes none,sync,split,snapshot]\n"
-            "           [--no-fsync]   (a training loop saving every K steps; bench_train.c)\n"
+            "           [--no-fsync] [--host-copy]   (a training loop saving every K steps)\n"
             "  -o, --out FILE    target file (on the file system to measure)\n"
             "  --method LIST     comma-separated, interleaved per repeat (default mst):\n"
             "                    mst gather per-rank raw per-rank+consolidate, or all;\n"

@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -67,6 +68,8 @@ typedef struct mst_async {
     size_t npieces;
     unsigned char *header;   /* rank 0: length and header */
     unsigned char *snapshot; /* the copy of this rank's bytes, or NULL */
+    void *snap_map;          /* its mapping (snap_len bytes), or NULL */
+    size_t snap_len;
     const local_tensor *tensors;
     atomic_int done;   /* the thread finished (release; err readable after join) */
     atomic_int cancel; /* mst_writer_free: stop between writes */
@@ -148,7 +151,8 @@ static void async_free(mst_async *a)
     free(a->target);
     free(a->pieces);
     free(a->header);
-    free(a->snapshot);
+    if (a->snap_map)
+        munmap(a->snap_map, a->snap_len);
     free(a);
 }
 
@@ -223,6 +227,34 @@ static int snapshot_limit(const mst_writer *w, uint64_t *limit, mst_err *err)
     return MST_OK;
 }
 
+/* The snapshot's memory: an anonymous mapping of its own (returned to the
+ * system at end, whatever the allocator keeps), aligned to 2 MiB and marked
+ * for transparent huge pages: the copy then faults one page in 512 (on a
+ * virtual machine here, a 128 MiB copy into fresh 4 KiB pages took 0.7 s,
+ * into huge pages 0.03-0.17 s). 0, or -1 when out of memory. */
+#define SNAP_ALIGN ((size_t)2 << 20)
+
+static int snapshot_alloc(mst_async *a, uint64_t bytes)
+{
+    size_t len;
+    uintptr_t at;
+    void *p;
+    if (bytes > SIZE_MAX - 2 * SNAP_ALIGN)
+        return -1;
+    len = (size_t)bytes + SNAP_ALIGN;
+    p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return -1;
+    at = ((uintptr_t)p + SNAP_ALIGN - 1) & ~(uintptr_t)(SNAP_ALIGN - 1);
+#ifdef MADV_HUGEPAGE
+    (void)madvise((void *)at, len - (at - (uintptr_t)p), MADV_HUGEPAGE); /* a hint */
+#endif
+    a->snap_map = p;
+    a->snap_len = len;
+    a->snapshot = (unsigned char *)at;
+    return 0;
+}
+
 /* Local. The pieces of this rank from its offsets (absolute; MST_PLAN_SKIP
  * nowhere), in file order; with the snapshot, their bytes copied. */
 static int build_pieces(mst_writer *w, mst_async *a, const uint64_t *offsets,
@@ -280,7 +312,7 @@ static int build_pieces(mst_writer *w, mst_async *a, const uint64_t *offsets,
                            "rank %d: the snapshot needs %llu bytes, more than the hint "
                            "mst_snapshot_limit allows (%llu)",
                            w->rank, (unsigned long long)bytes, (unsigned long long)limit);
-    if (bytes > SIZE_MAX || !(a->snapshot = malloc(bytes ? (size_t)bytes : 1)))
+    if (snapshot_alloc(a, bytes) != 0)
         return mst_err_set(err, MST_ERR_NO_MEMORY,
                            "rank %d: out of memory for a snapshot of %llu bytes", w->rank,
                            (unsigned long long)bytes);
