@@ -29,7 +29,8 @@
  * snapshot mode's MPI_Allreduce of test's flag, which a real loop would fold
  * into its own, is not counted as blocked); all
  * medians over the saves, the maxima over the ranks. Saves are at steps
- * K/2, K/2 + K, ... so that each ends inside the loop. */
+ * K/2, K/2 + K, ... while K steps are left, so that each ends inside the
+ * loop. */
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
@@ -143,7 +144,8 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
     t_loop = now();
     for (int s = 0; s < t->steps && !failed; s++) {
         double t0 = now(), tb;
-        int save_now = s % t->every == t->every / 2, done = 0;
+        /* a save every K steps, each with K steps to finish inside the loop */
+        int save_now = s % t->every == t->every / 2 && s + t->every <= t->steps, done = 0;
         int touched = in_flight || (save_now && mode != T_NONE); /* a save in this step */
         compute(t->iters);
         MPI_Allreduce(MPI_IN_PLACE, t->grad, ngrad, MPI_FLOAT, MPI_SUM, t->comm);
@@ -368,6 +370,8 @@ int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
                 ref = t.ref_step;
         }
     }
+    if (t.rank == 0)
+        remove(t.out);
     for (int k = 0; k < NT; k++) {
         free(t.params[k]);
         free(t.host[k]);
