@@ -385,7 +385,8 @@ MST_API int mst_writer_commit(mst_writer *w);
  *   0's header first, then its pieces in file order; a short count is
  *   continued, a failure ends the thread with the error kept for end), then,
  *   with fsync on, fsync of its descriptor: the data is durable when the
- *   thread ends. The thread makes NO MPI call, whatever the thread level
+ *   thread ends. The thread blocks every signal (handlers run on the
+ *   application's threads) and makes NO MPI call, whatever the thread level
  *   (MPI_Query_thread is not needed): the caller may compute, communicate
  *   and call MPI freely meanwhile, and the writes and the data's sync advance
  *   without any mst call. (Data thus bypasses MPI-IO in split phase; on file

@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -458,8 +459,16 @@ static int begin_save(mst_writer *w)
     if (mst_agree(comm, &local, res))
         goto fail_tmp;
 
-    /* 6. The writes start; without a thread, end does them. */
-    a->started = pthread_create(&a->thread, NULL, thread_main, a) == 0;
+    /* 6. The writes start, on a thread that takes no signal (the
+     * application's handlers run on its own threads); without a thread, end
+     * does them. */
+    {
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        a->started = pthread_create(&a->thread, NULL, thread_main, a) == 0;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
     w->async = a;
     return MST_OK;
 
