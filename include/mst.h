@@ -31,7 +31,9 @@
  * Memory: who frees what
  * - Handles are created by *_open and released by *_free, which accept NULL.
  * - Tensor data passed to mst_writer_add() stays owned by the caller and must
- *   stay valid and unchanged until mst_writer_commit() returns; it is not
+ *   stay valid and unchanged until mst_writer_commit() returns (or, for a
+ *   split-phase save, until mst_writer_commit_end returns, unless the
+ *   snapshot is on: then until mst_writer_commit_begin returns); it is not
  *   copied at the call. (During the commit, runs of small neighbouring tensors,
  *   each under 64 KiB, are copied into one write buffer of at most 4 MiB per
  *   rank; streamed tensors pass through the staging buffer and strided boxes
@@ -52,12 +54,17 @@
  *                                  "Checksums" at the end)
  *   MPI_Info key mst_strided_writes  "redistribute" (default) or "collective"
  *   MPI_Info key mst_redist_buffer   bytes; default min(staging, 8 MiB)
+ *   mst_writer_set_snapshot        off; split-phase saves only (see there)
+ *   MPI_Info key mst_snapshot_limit  bytes per rank; default none
+ *   MPI_Info key mst_snapshot_cache  1 (default): the snapshot's memory is
+ *                                  kept for the next one; 0: unmapped at end
  *   the whole MPI_Info object      passed to MPI_File_open (see mst_writer_open)
  *
  * Threads
  * - mst starts no threads, except one per split-phase save in flight
- *   (mst_writer_commit_begin to _end), which makes no MPI call; it keeps no
- *   mutable global state;
+ *   (mst_writer_commit_begin to _end), which makes no MPI call; its only
+ *   mutable global state is the cached snapshot memory (see
+ *   mst_writer_set_snapshot), guarded by a mutex;
  *   mst_version_*, mst_strerror and mst_dtype_* are safe from any thread at
  *   any time. Reader handles are independent of each other and of MPI (see
  *   mst_reader.h).
@@ -434,6 +441,15 @@ MST_API int mst_writer_commit(mst_writer *w);
  * makes begin return MST_ERR_NO_MEMORY on every rank (the message names the
  * rank and the bytes) before any byte is written; the temporary file is
  * removed. (Under Linux overcommit an allocation rarely fails; set the limit.)
+ * The buffer is an anonymous mapping of its own (2 MiB aligned, marked for
+ * transparent huge pages). At end (or the free) it is not returned to the
+ * system but kept for the next snapshot of the process, which then copies
+ * into memory touched before (first-touch page faults made a copy into fresh
+ * memory 20-50 times slower on the machines measured): one mapping per
+ * process, the largest seen, held until exit. The MPI_Info key
+ * "mst_snapshot_cache" = "0" returns a writer's mapping at its end instead
+ * ("1", the default, keeps it; any other value: MST_ERR_INVALID_ARGUMENT
+ * from begin).
  * Every rank must give the same setting (checked by begin:
  * MST_ERR_INVALID_ARGUMENT). MST_ERR_STATE after begin or the commit.
  */
