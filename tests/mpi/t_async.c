@@ -415,6 +415,14 @@ static void case_refused(void)
         free(big);
         put_previous(target);
     }
+    { /* a bad value of the hint mst_snapshot_cache */
+        MPI_Info_create(&hints);
+        MPI_Info_set(hints, "mst_snapshot_cache", "yes");
+        w = open_writer(target, hints);
+        MPI_Info_free(&hints);
+        add_decls(w, &d, "e");
+        refused(w, target, MST_ERR_INVALID_ARGUMENT, "hint mst_snapshot_cache is \"yes\"");
+    }
     { /* an invalid declaration on the last rank fails begin as it fails commit */
         const int64_t n[1] = {4};
         w = open_writer(target, MPI_INFO_NULL);
