@@ -402,8 +402,8 @@ def save_async(tensors, path, comm=None, metadata=None, snapshot=True, fsync=Tru
     must not change until wait() returns; the handle keeps them alive.
 
     Refused on every rank with mst.Error (ERR_INVALID_ARGUMENT), before
-    anything is written: strided Slices (column or 2-D blocks) and
-    checksums; use save() for those. Raises mst.Error on every rank if the
+    anything is written: strided Slices (column or 2-D blocks); use save()
+    for those (and for checksums=True). Raises mst.Error on every rank if the
     start fails; errors of the writes come from wait(), on every rank.
     Dropping the handle without wait() abandons the save on this rank (no
     file at `path`, the temporary removed): do it on every rank.
