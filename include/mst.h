@@ -31,7 +31,9 @@
  * Memory: who frees what
  * - Handles are created by *_open and released by *_free, which accept NULL.
  * - Tensor data passed to mst_writer_add() stays owned by the caller and must
- *   stay valid and unchanged until mst_writer_commit() returns; it is not
+ *   stay valid and unchanged until mst_writer_commit() returns (or, for a
+ *   split-phase save, until mst_writer_commit_end returns, unless the
+ *   snapshot is on: then until mst_writer_commit_begin returns); it is not
  *   copied at the call. (During the commit, runs of small neighbouring tensors,
  *   each under 64 KiB, are copied into one write buffer of at most 4 MiB per
  *   rank; streamed tensors pass through the staging buffer and strided boxes
@@ -52,17 +54,25 @@
  *                                  "Checksums" at the end)
  *   MPI_Info key mst_strided_writes  "redistribute" (default) or "collective"
  *   MPI_Info key mst_redist_buffer   bytes; default min(staging, 512 KiB)
+ *   mst_writer_set_snapshot        off; split-phase saves only (see there)
+ *   MPI_Info key mst_snapshot_limit  bytes per rank; default none
+ *   MPI_Info key mst_snapshot_cache  1 (default): the snapshot's memory is
+ *                                  kept for the next one; 0: unmapped at end
  *   the whole MPI_Info object      passed to MPI_File_open (see mst_writer_open)
  *
  * Threads
- * - mst itself starts no threads and keeps no mutable global state;
+ * - mst starts no threads, except one per split-phase save in flight
+ *   (mst_writer_commit_begin to _end), which makes no MPI call; its only
+ *   mutable global state is the cached snapshot memory (see
+ *   mst_writer_set_snapshot), guarded by a mutex;
  *   mst_version_*, mst_strerror and mst_dtype_* are safe from any thread at
  *   any time. Reader handles are independent of each other and of MPI (see
  *   mst_reader.h).
  * - A writer handle is used by one thread at a time; its error text belongs to
  *   the handle. Fill callbacks run on the thread that calls the commit.
- * - The writer calls MPI only inside mst_writer_open, mst_writer_commit and
- *   mst_writer_free; the add, set and error functions make no MPI call, and
+ * - The writer calls MPI only inside mst_writer_open, mst_writer_commit (and
+ *   mst_writer_commit_begin, mst_writer_commit_end) and mst_writer_free; the
+ *   add, set, test and error functions make no MPI call, and
  *   mst_temp_clean and mst_shardset_recover none at all. mst neither asks for nor
  *   checks a thread level (no MPI_Init_thread, no MPI_Query_thread): the
  *   application's level must cover how it calls those three functions:
@@ -360,9 +370,128 @@ MST_API int mst_writer_add_metadata(mst_writer *w, const char *key, const char *
  */
 MST_API int mst_writer_commit(mst_writer *w);
 
+/* ---- Split-phase save: training goes on while the checkpoint is written ----
+ *
+ *     mst_writer_set_snapshot(w, 1);          // optional: copy at begin
+ *     rc = mst_writer_commit_begin(w);        // collective, short
+ *     ... compute, allreduce, optimizer step: no mst call needed ...
+ *     mst_writer_commit_test(w, &done);       // optional, local, never blocks
+ *     rc = mst_writer_commit_end(w);          // collective: same rc everywhere
+ *
+ * The file is byte-identical to mst_writer_commit's for the same declarations
+ * (mst_writer_commit itself is unchanged: begin + end in one call), with the
+ * same guarantees: at `path` the previous file or the complete new one, never
+ * a partial file; on any error the temporary file is removed.
+ *
+ * What progresses when (the same at every MPI thread level):
+ * - begin, on the calling thread: the options agreed, the declarations
+ *   exchanged, the plan, rank 0 creates the temporary file (MPI_File_open with
+ *   the writer's hints, so file-creation hints such as striping apply) and
+ *   closes that handle, every rank opens its own POSIX descriptor of it, the
+ *   snapshot (if on) is copied; each step agreed. Then this rank starts one
+ *   thread of the library and returns.
+ * - that thread: this rank's writes with pwrite on its own descriptor (rank
+ *   0's header first, then its pieces in file order; a short count is
+ *   continued, a failure ends the thread with the error kept for end), then,
+ *   with fsync on, fsync of its descriptor: the data is durable when the
+ *   thread ends. The thread blocks every signal (handlers run on the
+ *   application's threads) and makes NO MPI call, whatever the thread level
+ *   (MPI_Query_thread is not needed): the caller may compute, communicate
+ *   and call MPI freely meanwhile, and the writes and the data's sync advance
+ *   without any mst call. (Data thus bypasses MPI-IO in split phase; on file
+ *   systems where POSIX writes from several nodes into one file are not
+ *   coherent, use mst_writer_commit.)
+ * - test: reads a flag, nothing else.
+ * - end, on the calling thread: waits for the thread (nothing to wait for
+ *   when it finished: then end costs two agreements, the size check, the
+ *   rename and, with fsync on, the directory's fsync), closes the
+ *   descriptor, agrees; rank 0 renames; agreed again.
+ * - If the thread cannot be started (pthread_create fails), end does the
+ *   writes and the sync itself; test then reports done.
+ * MPI calls happen in begin, end and mst_writer_free only, on the calling
+ * thread: the application's thread level must cover those calls as for
+ * mst_writer_commit (see "Threads" above).
+ *
+ * What split phase takes: whole tensors (mst_writer_add), replicas, and boxes
+ * that are one contiguous byte range of the file (row blocks), with
+ * metadata, fsync on or off, and any MPI_Info hints (passed to rank 0's
+ * create of the temporary file). What it refuses, at begin, before anything
+ * is created, with MST_ERR_INVALID_ARGUMENT and the same message on every
+ * rank (the lowest rank's that has one): strided boxes (column and 2-D
+ * blocks: they need communication while the bytes are written), streamed
+ * tensors (their callbacks would run on the library's thread), checksums
+ * (a gather before the header) and multi-file sets. Use mst_writer_commit
+ * for those.
+ *
+ * Several writers may be in flight at once, on the same communicator or not
+ * (each has its own duplicated communicator and its own thread): e.g. begin
+ * the model's writer, begin the optimizer's, end both, in the same order on
+ * every rank.
+ */
+
+/*
+ * Local. Snapshot on (on != 0) or off (the default). On: begin copies the
+ * bytes this rank will write (its whole tensors, the replicas it was chosen
+ * for, its boxes) into one buffer of the library's own, so the tensors may
+ * be overwritten or freed as soon as begin returns. Off: the caller's buffers
+ * are written from directly and must stay valid and unchanged until end
+ * returns (or the writer is freed).
+ * Memory: exactly those bytes (sum over this rank's written tensors), held
+ * from begin to end, plus, on rank 0, the header. The bound: the MPI_Info key
+ * "mst_snapshot_limit" (decimal bytes per rank; 0 or absent: no limit but
+ * the allocator's); a snapshot over the limit, or an allocation that fails,
+ * makes begin return MST_ERR_NO_MEMORY on every rank (the message names the
+ * rank and the bytes) before any byte is written; the temporary file is
+ * removed. (Under Linux overcommit an allocation rarely fails; set the limit.)
+ * The buffer is an anonymous mapping of its own (2 MiB aligned, marked for
+ * transparent huge pages). At end (or the free) it is not returned to the
+ * system but kept for the next snapshot of the process, which then copies
+ * into memory touched before (first-touch page faults made a copy into fresh
+ * memory 20-50 times slower on the machines measured): one mapping per
+ * process, the largest seen, held until exit. The MPI_Info key
+ * "mst_snapshot_cache" = "0" returns a writer's mapping at its end instead
+ * ("1", the default, keeps it; any other value: MST_ERR_INVALID_ARGUMENT
+ * from begin).
+ * Every rank must give the same setting (checked by begin:
+ * MST_ERR_INVALID_ARGUMENT). MST_ERR_STATE after begin or the commit.
+ */
+MST_API int mst_writer_set_snapshot(mst_writer *w, int on);
+
+/*
+ * Collective over the writer's communicator. Starts the save (see above);
+ * returns the same value and message on every rank. On an error nothing is
+ * left on disk and end returns the same error again (on every rank). Instead
+ * of mst_writer_commit, never with it: MST_ERR_STATE after begin or commit.
+ */
+MST_API int mst_writer_commit_begin(mst_writer *w);
+
+/*
+ * Local; never blocks, makes no MPI call. *done = 1 once this rank's writes
+ * and data sync are finished (or begin failed, or no thread could be
+ * started), so that end has nothing of this rank's to wait for; else 0.
+ * MST_ERR_STATE without a begin.
+ */
+MST_API int mst_writer_commit_test(mst_writer *w, int *done);
+
+/*
+ * Collective over the writer's communicator. Finishes the save begun by
+ * mst_writer_commit_begin: every rank's writes and sync, the size check, the
+ * rename, the directory's fsync; the same value and message on every rank,
+ * with mst_writer_commit's guarantees and its one exception (the directory's
+ * fsync after the rename). Errors of the writes (ENOSPC, EIO, a short write
+ * that cannot continue) and of the data's sync are found here. MST_ERR_STATE
+ * without a begin.
+ */
+MST_API int mst_writer_commit_end(mst_writer *w);
+
 /* Local in effect. NULL-safe; sets *w to NULL. Freeing an uncommitted writer
  * abandons the save (nothing was written); do it on every rank, since ranks
- * that commit instead would wait for this one (see mst_writer_commit). The
+ * that commit instead would wait for this one (see mst_writer_commit).
+ * Between mst_writer_commit_begin and _end it abandons the save in flight
+ * without any collective call: this rank's thread stops after its current
+ * write (at most 64 MiB) and is joined, its descriptor closed, and rank 0
+ * removes the temporary file; nothing appears at the target. Free it on every
+ * rank then too: a rank that calls end instead waits for the others. The
  * duplicated communicator is freed with MPI_Comm_free, which the MPI
  * standard calls collective (Open MPI and MPICH do not wait in it), and the
  * duplicated hints with MPI_Info_free; after MPI_Finalize only the memory is

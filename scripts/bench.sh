@@ -31,6 +31,10 @@
 #              where /proc/sys/vm/drop_caches is writable; then the header of
 #              1,000,000 tiny tensors (100,000 in --quick) loaded at the largest
 #              rank count (loadheader.jsonl, open_s).
+#   train      (only when named in --sections) split-phase saves: mst-bench
+#              train (a loop of compute, allreduce and update, saving every 10
+#              steps) in its modes none, sync, split, snapshot, with fsync, at
+#              each rank count, then again with --host-copy (train.jsonl).
 # Then scripts/bench_summary.py writes RESULTS/summary.md (medians, spread,
 # ratios) and gnuplot draws RESULTS/throughput-fsync.png and -nofsync.png.
 # DIR (default: bench-tmp/ in the repository, on its disk) holds the files
@@ -203,6 +207,19 @@ done
 echo "load: header of $plan_tensors tensors over $max_ranks ranks" >&2
 mb "$max_ranks" --size $((plan_tensors * 64)) --tensors $plan_tensors --dtype U8 --no-fsync \
     --method load,load-local --warmup 0 --repeat "$repeat" >> "$results/loadheader.jsonl"
+fi
+
+if want train; then
+: > "$results/train.jsonl"
+for n in $ranks; do
+    for r in $(seq "$repeat"); do
+        for hc in "" --host-copy; do
+            echo "train: $n ranks $hc (round $r)" >&2
+            mpiexec -n "$n" "$bench" train -o "$target" --size "$small" --steps 30 --every 10 \
+                --compute-ms 400 $hc >> "$results/train.jsonl"
+        done
+    done
+done
 fi
 
 rm -rf "$dir"

@@ -463,7 +463,7 @@ int mst_writer_commit(mst_writer *w)
     if (w->state != WRITER_OPEN)
         return mst_err_set(&w->last, MST_ERR_STATE,
                            "rank %d: the writer was %s; a writer commits once", w->rank,
-                           w->state == WRITER_DONE ? "already committed" : "not opened");
+                           w->state == WRITER_FAILED_OPEN ? "not opened" : "already committed");
     w->state = WRITER_DONE;
     if (w->max_shard > 0)
         return mst_set_save(w);
@@ -478,6 +478,7 @@ void mst_writer_free(mst_writer **wp)
         return;
     w = *wp;
     *wp = NULL;
+    mst_async_abandon(w); /* a split-phase save in flight: no MPI call */
     MPI_Finalized(&fin);
     for (size_t i = 0; i < w->nown; i++)
         free(w->own[i]);

@@ -3,7 +3,8 @@
  *   mst_writer.c     the handle: open, declarations, setters, options, commit, free
  *   mst_save.c       the single-file save, top-down (and the write of one file)
  *   mst_schedule.c   this rank's writes: order, batching, streams, strided boxes
- *   mst_set_save.c   the multi-file save (Hugging Face set) */
+ *   mst_set_save.c   the multi-file save (Hugging Face set)
+ *   mst_async.c      the split-phase save (commit_begin / _test / _end) */
 #ifndef MST_WRITER_IMPL_H
 #define MST_WRITER_IMPL_H
 
@@ -17,7 +18,16 @@
 #include "mst_exchange.h"
 #include "mst_plan.h"
 
-enum writer_state { WRITER_OPEN, WRITER_DONE, WRITER_FAILED_OPEN };
+/* WRITER_BEGUN: between mst_writer_commit_begin and _end (w->async holds
+ * the save in flight); WRITER_BEGIN_FAILED: begin failed, end repeats its
+ * error. */
+enum writer_state {
+    WRITER_OPEN,
+    WRITER_DONE,
+    WRITER_FAILED_OPEN,
+    WRITER_BEGUN,
+    WRITER_BEGIN_FAILED
+};
 
 /* One tensor (or box of one) this rank declared: 64 bytes, a million of
  * them on one rank. */
@@ -69,7 +79,9 @@ struct mst_writer {
     int collective;     /* hint mst_strided_writes=collective: file views and collective writes */
     uint64_t redist_buffer; /* hint mst_redist_buffer, or 0: the default */
     int checksums;      /* mst_writer_set_checksums: the "mst.crc32" entry */
+    int snapshot;       /* mst_writer_set_snapshot: begin copies this rank's bytes */
     enum writer_state state;
+    struct mst_async *async; /* the split-phase save in flight (mst_async.c) */
 
     local_tensor *tensors;
     size_t ntensors, tcap;
@@ -191,6 +203,13 @@ const void *mst_sched_tensor_data(void *ctx, size_t local);
 /* Bytes of the redistribution buffer: the hint, or the staging size up to
  * MST_REDIST_BUFFER. */
 uint64_t mst_sched_redist_buffer(const mst_writer *w);
+
+/* ---- mst_async.c --------------------------------------------------------- */
+
+/* Local. Abandons a split-phase save in flight (mst_writer_free between begin
+ * and end): the thread stopped and joined, the descriptor closed, rank 0
+ * removes the temporary file. No MPI call. */
+void mst_async_abandon(mst_writer *w);
 
 /* ---- mst_set_save.c ------------------------------------------------------- */
 

@@ -2,6 +2,8 @@
 
     import mst
     mst.save({"w": array}, "model.safetensors")          # collective over COMM_WORLD
+    h = mst.save_async({"w": array}, "step.safetensors")  # returns at once; training goes on
+    h.wait()                                              # collective: the file is in place
 
 A thin ctypes binding over libmst (see include/mst.h); nothing to compile.
 The file is byte-identical to what safetensors.torch.save_file writes for the
@@ -33,7 +35,7 @@ import numpy as np
 from . import _lib
 from ._lib import MPI, LibraryNotFound, MPIMismatch
 
-__all__ = ["save", "load", "load_distributed", "read_header", "Slice", "Replica", "Tensor", "Error",
+__all__ = ["save", "save_async", "AsyncSave", "load", "load_distributed", "read_header", "Slice", "Replica", "Tensor", "Error",
            "LibraryNotFound", "MPIMismatch", "DTYPES", "version"]
 
 # Error codes: the stable numbers of include/mst.h.
@@ -301,14 +303,31 @@ def save(tensors, path, comm=None, metadata=None, fsync=True, hints=None, checks
     given as the third positional argument is the metadata:
     save(d, path, {"format": "pt"}) is save(d, path, metadata={"format": "pt"}).
     """
+    comm, cpath, decls, meta, info = _prepare("mst.save", tensors, path, comm, metadata, hints)
+    w = _lib.ctypes.c_void_p()
+    try:
+        _open_declare(w, comm, cpath, decls, meta, info, fsync, checksums)
+        rc = _lib.lib.mst_writer_commit(w)
+        if rc != OK:
+            _raise_writer(rc, w)
+    finally:
+        _lib.lib.mst_writer_free(_lib.ctypes.byref(w))
+        if info != MPI.INFO_NULL:
+            info.Free()
+        del decls  # the arrays (and any contiguous copies) live until here
+
+
+def _prepare(fn, tensors, path, comm, metadata, hints):
+    """The checks and conversions of save() and save_async() in Python, agreed
+    over comm: (comm, cpath, decls, meta, info), or mst.Error on every rank."""
     if comm is not None and not isinstance(comm, MPI.Comm):
         if hasattr(comm, "items") and metadata is None:
             comm, metadata = None, comm  # the safetensors save_file(tensors, filename, metadata) order
         elif hasattr(comm, "items"):
-            raise TypeError("mst.save: a mapping in the comm position and metadata= as well; "
+            raise TypeError(f"{fn}: a mapping in the comm position and metadata= as well; "
                             "pass the metadata once, as metadata=")
         else:
-            raise TypeError(f"mst.save: comm must be an mpi4py communicator (MPI.Comm), "
+            raise TypeError(f"{fn}: comm must be an mpi4py communicator (MPI.Comm), "
                             f"not {type(comm).__name__}")
     comm = MPI.COMM_WORLD if comm is None else comm
     rank = comm.Get_rank()
@@ -340,34 +359,132 @@ def save(tensors, path, comm=None, metadata=None, fsync=True, hints=None, checks
             info.Free()
         raise Error(*failed[0])
 
+    return comm, cpath, decls, meta, info
+
+
+def _open_declare(w, comm, cpath, decls, meta, info, fsync, checksums):
+    """Opens the writer into w (freed by the caller) and declares everything."""
+    rc = _lib.lib.mst_writer_open(_lib.ctypes.byref(w), _lib.comm_handle(comm), cpath,
+                                  _lib.info_handle(info))
+    if rc != OK:
+        _raise_writer(rc, w)
+    _lib.lib.mst_writer_set_fsync(w, 1 if fsync else 0)
+    _lib.lib.mst_writer_set_checksums(w, 1 if checksums else 0)
+    i64 = _lib.int64_array
+    # Errors of the adds are kept by the writer and returned by the commit on every rank.
+    for kind, cname, code, shape, start, count, ptr, _keep in decls:
+        if kind == "slice":
+            _lib.lib.mst_writer_add_slice(w, cname, code, len(shape), i64(shape), i64(start),
+                                          i64(count), ptr)
+        elif kind == "replica":
+            _lib.lib.mst_writer_add_replica(w, cname, code, len(shape), i64(shape), ptr)
+        else:
+            _lib.lib.mst_writer_add(w, cname, code, len(shape), i64(shape), ptr)
+    for k, v in meta:
+        _lib.lib.mst_writer_add_metadata(w, k, v)
+
+
+def save_async(tensors, path, comm=None, metadata=None, snapshot=True, fsync=True, hints=None):
+    """Starts a split-phase save and returns an AsyncSave handle at once.
+
+    Collective over `comm`, like save() (same arguments, same file, byte for
+    byte): mst_writer_commit_begin agrees the options, exchanges the
+    declarations, plans the file and opens its temporary; then a thread of
+    the library writes this rank's bytes and syncs them while the caller goes
+    on (it makes no MPI call). h.done() tells (locally, without blocking)
+    whether this rank's part is written; h.wait() (collective) finishes the
+    save: the rename over `path`, with save()'s guarantees.
+
+    With snapshot=True (the default) this rank's bytes are copied at the
+    call, so the arrays may change as soon as save_async returns (the
+    optimizer step); the copy costs as much memory as those bytes (bounded
+    with hints={"mst_snapshot_limit": bytes}). With snapshot=False the arrays
+    must not change until wait() returns; the handle keeps them alive.
+
+    Refused on every rank with mst.Error (ERR_INVALID_ARGUMENT), before
+    anything is written: strided Slices (column or 2-D blocks); use save()
+    for those (and for checksums=True). Raises mst.Error on every rank if the
+    start fails; errors of the writes come from wait(), on every rank.
+    Dropping the handle without wait() abandons the save on this rank (no
+    file at `path`, the temporary removed): do it on every rank.
+    """
+    comm, cpath, decls, meta, info = _prepare("mst.save_async", tensors, path, comm, metadata,
+                                              hints)
     w = _lib.ctypes.c_void_p()
     try:
-        rc = _lib.lib.mst_writer_open(_lib.ctypes.byref(w), _lib.comm_handle(comm), cpath,
-                                      _lib.info_handle(info))
+        _open_declare(w, comm, cpath, decls, meta, info, fsync, False)
+        _lib.lib.mst_writer_set_snapshot(w, 1 if snapshot else 0)
+        rc = _lib.lib.mst_writer_commit_begin(w)
         if rc != OK:
             _raise_writer(rc, w)
-        _lib.lib.mst_writer_set_fsync(w, 1 if fsync else 0)
-        _lib.lib.mst_writer_set_checksums(w, 1 if checksums else 0)
-        i64 = _lib.int64_array
-        # Errors of the adds are kept by the writer and returned by the commit on every rank.
-        for kind, cname, code, shape, start, count, ptr, _keep in decls:
-            if kind == "slice":
-                _lib.lib.mst_writer_add_slice(w, cname, code, len(shape), i64(shape), i64(start),
-                                              i64(count), ptr)
-            elif kind == "replica":
-                _lib.lib.mst_writer_add_replica(w, cname, code, len(shape), i64(shape), ptr)
-            else:
-                _lib.lib.mst_writer_add(w, cname, code, len(shape), i64(shape), ptr)
-        for k, v in meta:
-            _lib.lib.mst_writer_add_metadata(w, k, v)
-        rc = _lib.lib.mst_writer_commit(w)
-        if rc != OK:
-            _raise_writer(rc, w)
-    finally:
+    except BaseException:
         _lib.lib.mst_writer_free(_lib.ctypes.byref(w))
+        raise
+    finally:
         if info != MPI.INFO_NULL:
-            info.Free()
-        del decls  # the arrays (and any contiguous copies) live until here
+            info.Free()  # the writer holds its own copy
+    return AsyncSave(w, None if snapshot else decls)
+
+
+class AsyncSave:
+    """A save in flight (from save_async). done(): local, never blocks.
+    wait(): collective over the save's communicator; returns None or raises
+    mst.Error, the same on every rank; later calls repeat the outcome. Also a
+    context manager: leaving the block waits (or abandons, on an exception)."""
+
+    def __init__(self, w, keep):
+        self._w = w
+        self._keep = keep  # the arrays written from, without a snapshot
+        self._result = None
+        self._finished = False
+
+    def done(self):
+        """True once this rank's bytes are written and synced (wait() then has
+        nothing of this rank's to wait for)."""
+        if self._finished:
+            return True
+        d = _lib.ctypes.c_int(0)
+        rc = _lib.lib.mst_writer_commit_test(self._w, _lib.ctypes.byref(d))
+        if rc != OK:
+            _raise_writer(rc, self._w)
+        return bool(d.value)
+
+    def wait(self):
+        """Finishes the save (mst_writer_commit_end): collective."""
+        if not self._finished:
+            rc = _lib.lib.mst_writer_commit_end(self._w)
+            if rc != OK:
+                msg = _lib.lib.mst_writer_error(self._w)
+                self._result = Error(rc, msg.decode("utf-8", "replace") if msg else strerror(rc))
+            _lib.lib.mst_writer_free(_lib.ctypes.byref(self._w))
+            self._finished = True
+            self._keep = None
+        if self._result is not None:
+            raise self._result
+
+    def abandon(self):
+        """Drops the save on this rank (local): no file at the target."""
+        if not self._finished:
+            _lib.lib.mst_writer_free(_lib.ctypes.byref(self._w))
+            self._finished = True
+            self._keep = None
+            self._result = Error(ERR_STATE, "the save was abandoned")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if kind is None:
+            self.wait()
+        else:
+            self.abandon()
+        return False
+
+    def __del__(self):
+        try:
+            self.abandon()
+        except Exception:
+            pass
 
 
 class _Reader:

@@ -12,7 +12,10 @@
    anything else; mst-clean then removes every temporary left and nothing else.
 3. Two jobs save different contents to one target at once, three times: both
    succeed, the target is exactly one of the two, no temporary is left.
-The MPI-IO component comes from OMPI_MCA_io.
+The MPI-IO component comes from OMPI_MCA_io. With T_FAULTS_SPLIT=1 (or
+"snap") in the environment every save is split phase (t_faults: begin, test
+until done, end), so the kills land in begin, in the library's thread and in
+end.
 """
 import fcntl
 import os
@@ -66,6 +69,8 @@ def main():
     seed = int(sys.argv[6]) if len(sys.argv) > 6 else int(time.time())
     rng = random.Random(seed)
     io = os.environ.get("OMPI_MCA_io", "default")
+    if os.environ.get("T_FAULTS_SPLIT", "0") != "0":
+        io += ", split phase"
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     work = os.path.realpath(work)

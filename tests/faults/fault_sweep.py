@@ -6,7 +6,10 @@ directory during one save (tests/faults/fault_shim.c), then runs one mpirun per
 call, failing exactly that call on exactly that rank: with ENOSPC, EIO,
 EDQUOT and EACCES in turn, and for writes also with a short count. Each run
 checks itself (t_faults one); this script adds a hang limit per run and the
-tally. The MPI-IO component comes from OMPI_MCA_io.
+tally. The MPI-IO component comes from OMPI_MCA_io. With T_FAULTS_SPLIT=1 (or
+"snap") in the environment every save is split phase (begin, test until
+done, end; t_faults leaves out its strided box, which split phase refuses):
+the same checks then cover the writes and the fsync of the library's thread.
 
   fault_sweep.py MPIEXEC T_FAULTS SHIM WORKDIR [NP]
 """
@@ -26,6 +29,8 @@ def main():
     mpiexec, tfaults, shim, work = sys.argv[1:5]
     np_ = int(sys.argv[5]) if len(sys.argv) > 5 else 4
     io = os.environ.get("OMPI_MCA_io", "default")
+    if os.environ.get("T_FAULTS_SPLIT", "0") != "0":
+        io += ", split phase" + (" with snapshot" if os.environ["T_FAULTS_SPLIT"] == "snap" else "")
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     work = os.path.realpath(work)
@@ -34,7 +39,8 @@ def main():
         preload = os.environ["MST_ASAN_RUNTIME"] + ":" + shim
 
     def mpirun(args, fault=None, limit=RUN_LIMIT):
-        env = {"MST_FAULT_DIR": work, "LD_PRELOAD": preload}
+        env = {"MST_FAULT_DIR": work, "LD_PRELOAD": preload,
+               "T_FAULTS_SPLIT": os.environ.get("T_FAULTS_SPLIT", "0")}
         if fault:
             env.update(fault)
         cmd = [mpiexec, "-np", str(np_)]

@@ -9,6 +9,10 @@ every dtype mapping, slices and replicas, errors on every rank, torch.
   t_py_save.py slices OUTDIR                  tensor-parallel boxes and replicas
   t_py_save.py errors OUTDIR                  every error class, on every rank
   t_py_save.py torch OUTDIR                   torch tensors (exit 77 without torch)
+  t_py_save.py async OUTDIR                   save_async: the same bytes as save (arrays
+                                              overwritten right after it with the snapshot),
+                                              done()/wait(), refusals and errors on every
+                                              rank, an abandoned handle leaves nothing
 """
 import json
 import os
@@ -391,6 +395,66 @@ def mode_torch(outdir):
                    "layout", "sparse tensor")
 
 
+def mode_async(outdir):
+    import time
+    ref = same_path(os.path.join(outdir, f"ref.np{size}.safetensors"))
+    got = same_path(os.path.join(outdir, f"async.np{size}.safetensors"))
+    rows = np.arange(4 * 6, dtype=np.float32).reshape(4, 6) + 100 * rank
+
+    def tensors():
+        return {f"w.{rank}": random_array(f"w.{rank}", np.float32, (1000 + rank, 3)),
+                f"s.{rank}": np.arange(rank + 1, dtype=np.int64),
+                "rep": mst.Replica(np.ones(7, np.float16)),
+                "rows": mst.Slice(rows.copy(), (4 * size, 6), (4 * rank, 0))}
+    meta = {"step": "42"}
+    mst.save(tensors(), ref, metadata=meta)
+    with open(ref, "rb") as f:
+        want = f.read() if rank == 0 else None
+    for snapshot in (True, False):
+        t = tensors()
+        h = mst.save_async(t, got, metadata=meta, snapshot=snapshot)
+        if snapshot:  # the optimizer step: the file keeps the values at the call
+            for v in t.values():
+                a = v.array if isinstance(v, (mst.Slice, mst.Replica)) else v
+                a[...] = 0
+        t0 = time.time()
+        while not h.done() and time.time() - t0 < 60:
+            time.sleep(0.001)
+        check(h.done(), "save_async: done() never became True")
+        h.wait()
+        h.wait()  # again: the same outcome
+        if rank == 0:
+            u.check_file(got, want, f"save_async snapshot={snapshot}")
+        comm.Barrier()
+    # a context manager waits at the end of the block
+    with mst.save_async(tensors(), got, metadata=meta) as h:
+        pass
+    u.check_file(got, want, "save_async as a context manager")
+    # refused on every rank: a strided box, checksums; errors of save() too
+    cols = same_path(os.path.join(outdir, f"cols.np{size}.safetensors"))
+    if size > 1:
+        u.expect_error(lambda: mst.save_async({"c": mst.Slice(np.zeros((4, 2), np.float32),
+                                                             (4, 2 * size), (0, 2 * rank))}, cols),
+                       mst.ERR_INVALID_ARGUMENT, "strided", "save_async of a column block")
+    u.expect_error(lambda: mst.save_async({"x": np.zeros(3, np.complex128)}, cols),
+                   mst.ERR_UNKNOWN_DTYPE, "complex128", "save_async of a bad dtype")
+    u.expect_error(lambda: mst.save_async({f"x.{rank}": np.zeros(3)}, cols,
+                                               hints={"mst_snapshot_limit": "8"}),
+                   mst.ERR_NO_MEMORY, "mst_snapshot_limit", "save_async over the snapshot limit")
+    comm.Barrier()
+    if rank == 0:
+        check(not os.path.exists(cols), "a refused save_async left a file")
+    # abandoned: no file at the target, no temporary
+    gone = same_path(os.path.join(outdir, f"abandoned.np{size}.safetensors"))
+    h = mst.save_async(tensors(), gone)
+    del h
+    comm.Barrier()
+    if rank == 0:
+        check(not os.path.exists(gone), "an abandoned save_async left its file")
+        check(not [f for f in os.listdir(outdir) if ".tmp-mst." in f],
+              "a temporary file was left")
+
+
 def main():
     mode = sys.argv[1]
     if mode == "mixed":
@@ -401,7 +465,7 @@ def main():
             os.makedirs(outdir, exist_ok=True)
         comm.Barrier()
         {"numpy": mode_numpy, "slices": mode_slices, "errors": mode_errors,
-         "torch": mode_torch}[mode](outdir)
+         "torch": mode_torch, "async": mode_async}[mode](outdir)
     u.finish()
 
 

@@ -1,0 +1,381 @@
+/* mst-bench train: a training-loop stand-in that saves a checkpoint every K
+ * steps, synchronously or split phase, with and without the snapshot.
+ *
+ *   mpirun -np N mst-bench train -o FILE [--size BYTES] [--steps S] [--every K]
+ *          [--compute-ms C] [--allreduce BYTES] [--modes LIST] [--no-fsync]
+ *
+ * Each rank holds --size / N bytes of F32 parameters in 8 tensors. A step is
+ * a fixed amount of compute (calibrated once to about C ms on an idle rank),
+ * an MPI_Allreduce of --allreduce bytes (the gradients) and an optimizer
+ * update that adds to every parameter. The modes (each a run of S steps):
+ *   none      no save: the step time of reference;
+ *   sync      mst_writer_commit after the update of every K-th step;
+ *   split     mst_writer_commit_begin there; the parameters must stay as
+ *             they are until end, so end comes before the next update: the
+ *             writes overlap the next step's compute and allreduce;
+ *   snapshot  begin with the snapshot; the updates go on at once; end as
+ *             soon as test says done at a step's end (or before the next
+ *             save, or after the last step).
+ * --host-copy: the parameters stand for device memory; before each save
+ * (every mode) the loop copies them into host buffers of its own (the
+ * device-to-host copy, timed as copy_s, not counted as blocked in mst) and
+ * saves those, which training does not touch until the next save: then split
+ * without snapshot ends as soon as test says done (or before the next copy),
+ * as snapshot does.
+ * One JSON line per mode: blocked seconds per save (the caller inside mst:
+ * commit, or begin + test + end), the save's span (begin to end returned),
+ * the median step time with a save in flight against the median of "none",
+ * the loop's total, the snapshot bytes of this rank and the peak RSS (the
+ * snapshot mode's MPI_Allreduce of test's flag, which a real loop would fold
+ * into its own, is not counted as blocked); all
+ * medians over the saves, the maxima over the ranks. Saves are at steps
+ * K/2, K/2 + K, ... while K steps are left, so that each ends inside the
+ * loop. */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include <mpi.h>
+
+#include "bench_train.h"
+#include "mst.h"
+
+enum { T_NONE, T_SYNC, T_SPLIT, T_SNAPSHOT, T_MODES };
+static const char *const mode_names[T_MODES] = {"none", "sync", "split", "snapshot"};
+
+#define NT 8
+
+typedef struct train {
+    MPI_Comm comm;
+    int rank, size;
+    const char *out;
+    uint64_t size_total, allreduce;
+    int steps, every, fsync;
+    double compute_ms;
+    uint64_t iters; /* compute per step, calibrated */
+    double ref_step; /* median step of mode none */
+    float *params[NT];
+    float *host[NT]; /* --host-copy: the host copies saved (params are "on the device") */
+    int host_copy;
+    int64_t nparam; /* elements per tensor */
+    float *grad;
+} train;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static volatile double sink;
+
+static void compute(uint64_t iters)
+{
+    double x = 1.0;
+    for (uint64_t i = 0; i < iters; i++)
+        x = x * 1.0000001 + 1e-9;
+    sink = x;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    if (n == 0)
+        return 0;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int open_save(train *t, mst_writer **w)
+{
+    char name[48];
+    int rc = mst_writer_open(w, t->comm, t->out, MPI_INFO_NULL);
+    if (rc != MST_OK)
+        return rc;
+    mst_writer_set_fsync(*w, t->fsync);
+    for (int k = 0; k < NT; k++) {
+        snprintf(name, sizeof name, "layer%d.rank%d", k, t->rank);
+        mst_writer_add(*w, name, MST_F32, 1, &t->nparam,
+                       t->host_copy ? t->host[k] : t->params[k]);
+    }
+    return MST_OK;
+}
+
+static void update(train *t)
+{
+    for (int k = 0; k < NT; k++)
+        for (int64_t i = 0; i < t->nparam; i++)
+            t->params[k][i] += 1e-3f * t->grad[i % 1024];
+}
+
+static long peak_rss_kib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+/* One run of the loop in `mode`; prints its JSON line (rank 0). */
+static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
+{
+    double *step_s = calloc((size_t)t->steps, sizeof *step_s), *flight = NULL, *blocked = NULL,
+           *span = NULL, t_loop, t_begin = 0, blocked_now = 0;
+    int nflight = 0, nsaves = 0, in_flight = 0, failed = 0;
+    mst_writer *w = NULL;
+    int ngrad = (int)(t->allreduce / sizeof(float));
+    double *copy = calloc((size_t)t->steps, sizeof *copy);
+    double *bbeg = calloc((size_t)t->steps, sizeof *bbeg);
+    flight = calloc((size_t)t->steps, sizeof *flight);
+    blocked = calloc((size_t)t->steps, sizeof *blocked);
+    span = calloc((size_t)t->steps, sizeof *span);
+    if (!step_s || !flight || !blocked || !span || !copy || !bbeg)
+        return 1;
+    MPI_Barrier(t->comm);
+    t_loop = now();
+    for (int s = 0; s < t->steps && !failed; s++) {
+        double t0 = now(), tb;
+        /* a save every K steps, each with K steps to finish inside the loop */
+        int save_now = s % t->every == t->every / 2 && s + t->every <= t->steps, done = 0;
+        int touched = in_flight || (save_now && mode != T_NONE); /* a save in this step */
+        compute(t->iters);
+        MPI_Allreduce(MPI_IN_PLACE, t->grad, ngrad, MPI_FLOAT, MPI_SUM, t->comm);
+        /* split without snapshot: end before the parameters change;
+         * snapshot: end once done, or before the next save */
+        if (in_flight) {
+            tb = now();
+            if (mode == T_SNAPSHOT || t->host_copy) {
+                mst_writer_commit_test(w, &done);
+                /* the loop's own agreement (a real one folds the flag into
+                 * its gradient allreduce): not time blocked in mst */
+                blocked_now += now() - tb;
+                MPI_Allreduce(MPI_IN_PLACE, &done, 1, MPI_INT, MPI_MIN, t->comm);
+                tb = now();
+            }
+            if ((mode == T_SPLIT && !t->host_copy) || done || save_now || s == t->steps - 1) {
+                int rc = mst_writer_commit_end(w);
+                if (rc != MST_OK) {
+                    fprintf(err, "rank %d: end: %s\n", t->rank, mst_writer_error(w));
+                    failed = 1;
+                }
+                mst_writer_free(&w);
+                in_flight = 0;
+                span[nsaves - 1] = now() - t_begin;
+            }
+            blocked_now += now() - tb;
+            if (!in_flight)
+                blocked[nsaves - 1] = blocked_now;
+        }
+        update(t);
+        if (save_now && mode != T_NONE) {
+            int rc;
+            tb = now();
+            if (t->host_copy) { /* the device-to-host copy every mode needs */
+                for (int k = 0; k < NT; k++)
+                    memcpy(t->host[k], t->params[k], (size_t)t->nparam * 4);
+                copy[nsaves] = now() - tb;
+                tb = now();
+            }
+            if (open_save(t, &w) != MST_OK) {
+                fprintf(err, "rank %d: open: %s\n", t->rank, mst_writer_error(w));
+                failed = 1;
+                break;
+            }
+            if (mode == T_SYNC) {
+                rc = mst_writer_commit(w);
+                mst_writer_free(&w);
+                blocked[nsaves] = span[nsaves] = now() - tb;
+            } else {
+                mst_writer_set_snapshot(w, mode == T_SNAPSHOT);
+                t_begin = tb;
+                rc = mst_writer_commit_begin(w);
+                blocked_now = bbeg[nsaves] = now() - tb;
+                in_flight = rc == MST_OK;
+                if (!in_flight)
+                    mst_writer_free(&w);
+            }
+            nsaves++;
+            if (rc != MST_OK) {
+                fprintf(err, "rank %d: save: %s\n", t->rank, mst_strerror(rc));
+                failed = 1;
+            }
+        }
+        step_s[s] = now() - t0;
+        if (touched)
+            flight[nflight++] = step_s[s];
+    }
+    t_loop = now() - t_loop;
+    if (w) {
+        mst_writer_commit_end(w);
+        mst_writer_free(&w);
+    }
+    MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, t->comm);
+    {
+        double st_med = median(step_s, t->steps), fl_med = median(flight, nflight);
+        double bl_med = median(blocked, nsaves), sp_med = median(span, nsaves);
+        double cp_med = median(copy, nsaves), bb_med = median(bbeg, nsaves);
+        double v[7] = {st_med, fl_med, bl_med, sp_med, t_loop, cp_med, bb_med};
+        long rss = peak_rss_kib();
+        uint64_t snap = mode == T_SNAPSHOT ? (uint64_t)NT * (uint64_t)t->nparam * 4 : 0;
+        MPI_Allreduce(MPI_IN_PLACE, v, 7, MPI_DOUBLE, MPI_MAX, t->comm);
+        MPI_Allreduce(MPI_IN_PLACE, &rss, 1, MPI_LONG, MPI_MAX, t->comm);
+        if (t->rank == 0 && mode != T_NONE)
+            fprintf(out,
+                    "{\"bench\": \"train\", \"mode\": \"%s\", \"ranks\": %d, \"bytes\": %llu, "
+                    "\"fsync\": %d, \"steps\": %d, \"every\": %d, \"saves\": %d, "
+                    "\"step_ref_s\": %.4f, \"step_median_s\": %.4f, "
+                    "\"step_in_flight_median_s\": %.4f, \"steps_in_flight\": %d, "
+                    "\"step_slowdown\": %.4f, \"blocked_per_save_s\": %.4f, \"begin_s\": %.4f, "
+                    "\"save_span_s\": %.4f, \"total_s\": %.3f, \"snapshot_bytes_rank\": %llu, "
+                    "\"host_copy\": %d, \"copy_s\": %.4f, \"peak_rss_kib\": %ld, "
+                    "\"failed\": %d}\n",
+                    mode_names[mode], t->size, (unsigned long long)t->size_total, t->fsync,
+                    t->steps, t->every, nsaves, ref_step, v[0], v[1], nflight,
+                    ref_step > 0 ? v[1] / ref_step - 1 : 0, v[2], v[6], v[3], v[4],
+                    (unsigned long long)snap, t->host_copy, v[5], rss, failed);
+        else if (t->rank == 0)
+            fprintf(out,
+                    "{\"bench\": \"train\", \"mode\": \"none\", \"ranks\": %d, \"steps\": %d, "
+                    "\"step_median_s\": %.4f, \"total_s\": %.3f, \"peak_rss_kib\": %ld}\n",
+                    t->size, t->steps, v[0], v[4], rss);
+        fflush(out);
+        if (mode == T_NONE)
+            t->ref_step = v[0]; /* the reference for the others */
+    }
+    free(step_s);
+    free(flight);
+    free(blocked);
+    free(span);
+    free(copy);
+    free(bbeg);
+    return failed;
+}
+
+static uint64_t parse_bytes(const char *s)
+{
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (!end || end == s)
+        return 0;
+    if (*end == 'K' || *end == 'k')
+        v *= 1024;
+    else if (*end == 'M')
+        v *= 1024 * 1024;
+    else if (*end == 'G')
+        v *= 1024.0 * 1024 * 1024;
+    return (uint64_t)v;
+}
+
+int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
+{
+    train t;
+    int modes[T_MODES] = {1, 1, 1, 1}, failed = 0;
+    memset(&t, 0, sizeof t);
+    t.comm = comm;
+    MPI_Comm_rank(comm, &t.rank);
+    MPI_Comm_size(comm, &t.size);
+    t.size_total = (uint64_t)256 << 20;
+    t.allreduce = (uint64_t)1 << 20;
+    t.steps = 40;
+    t.every = 10;
+    t.fsync = 1;
+    t.compute_ms = 300;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if ((!strcmp(a, "-o") || !strcmp(a, "--out")) && v)
+            t.out = v, i++;
+        else if (!strcmp(a, "--size") && v)
+            t.size_total = parse_bytes(v), i++;
+        else if (!strcmp(a, "--allreduce") && v)
+            t.allreduce = parse_bytes(v), i++;
+        else if (!strcmp(a, "--steps") && v)
+            t.steps = atoi(v), i++;
+        else if (!strcmp(a, "--every") && v)
+            t.every = atoi(v), i++;
+        else if (!strcmp(a, "--compute-ms") && v)
+            t.compute_ms = atof(v), i++;
+        else if (!strcmp(a, "--no-fsync"))
+            t.fsync = 0;
+        else if (!strcmp(a, "--host-copy"))
+            t.host_copy = 1;
+        else if (!strcmp(a, "--modes") && v) {
+            char buf[256], *tok, *save = NULL;
+            memset(modes, 0, sizeof modes);
+            snprintf(buf, sizeof buf, "%s", v);
+            for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+                for (int m = 0; m < T_MODES; m++)
+                    if (!strcmp(tok, mode_names[m]))
+                        modes[m] = 1;
+            modes[T_NONE] = 1; /* the reference */
+            i++;
+        } else {
+            if (t.rank == 0)
+                fprintf(err, "mst-bench train: unknown or incomplete option %s\n", a);
+            return 2;
+        }
+    }
+    if (!t.out || t.steps < 2 || t.every < 1 || t.allreduce < sizeof(float)) {
+        if (t.rank == 0)
+            fprintf(err, "usage: mst-bench train -o FILE [--size BYTES] [--steps S] [--every K] "
+                         "[--compute-ms C] [--allreduce BYTES] [--modes none,sync,split,"
+                         "snapshot] [--no-fsync] [--host-copy]\n");
+        return 2;
+    }
+    t.nparam = (int64_t)(t.size_total / (uint64_t)t.size / NT / 4);
+    if (t.nparam < 1)
+        t.nparam = 1;
+    for (int k = 0; k < NT; k++) {
+        t.params[k] = malloc((size_t)t.nparam * 4);
+        t.host[k] = t.host_copy ? malloc((size_t)t.nparam * 4) : NULL;
+        if (!t.params[k] || (t.host_copy && !t.host[k])) {
+            fprintf(err, "rank %d: out of memory\n", t.rank);
+            return 1;
+        }
+        for (int64_t i = 0; i < t.nparam; i++)
+            t.params[k][i] = (float)(i % 977) * 0.5f + (float)k;
+    }
+    t.grad = calloc(t.allreduce / sizeof(float) + 1024, sizeof(float));
+    if (!t.grad)
+        return 1;
+    { /* calibrate: iterations for compute_ms on this rank, the minimum over ranks */
+        uint64_t n = 1 << 20;
+        double dt;
+        for (;;) {
+            double t0 = now();
+            compute(n);
+            dt = now() - t0;
+            if (dt > 0.05)
+                break;
+            n *= 2;
+        }
+        t.iters = (uint64_t)((double)n * t.compute_ms / 1000.0 / dt);
+        MPI_Allreduce(MPI_IN_PLACE, &t.iters, 1, MPI_UINT64_T, MPI_MIN, comm);
+    }
+    {
+        double ref = 0;
+        for (int m = 0; m < T_MODES && !failed; m++) {
+            if (!modes[m])
+                continue;
+            failed |= run_mode(&t, m, out, err, ref);
+            if (m == T_NONE)
+                ref = t.ref_step;
+        }
+    }
+    if (t.rank == 0)
+        remove(t.out);
+    for (int k = 0; k < NT; k++) {
+        free(t.params[k]);
+        free(t.host[k]);
+    }
+    free(t.grad);
+    return failed;
+}
