@@ -232,6 +232,24 @@ static int write_streamed(const mst_writer *w, const write_list *l, const local_
     return MST_OK;
 }
 
+/* With checksums, a large tensor goes out in pieces of CRC_CHUNK bytes, each
+ * written right after its CRC, while its bytes are still in the cache: a CRC
+ * pass over the whole tensor first would read it from memory twice. */
+#define CRC_CHUNK ((uint64_t)4 << 20)
+
+static int write_checksummed(const mst_writer *w, const write_list *l, const local_tensor *t,
+                             MPI_File fh, const char *tmp, const write_item *it, mst_err *err)
+{
+    const unsigned char *data = t->data;
+    for (uint64_t off = 0; off < t->nbytes; off += CRC_CHUNK) {
+        uint64_t n = t->nbytes - off < CRC_CHUNK ? t->nbytes - off : CRC_CHUNK;
+        crc_item(l, it, t, off, data + off, n);
+        if (mst_io_write(fh, tmp, it->offset + off, data + off, n, w->rank, WHAT_MARK, err))
+            return err->code;
+    }
+    return MST_OK;
+}
+
 /* Small tensors go out in few writes: a million 8-byte tensors cost a
  * million MPI_File_write_at calls otherwise, and 100,000 small tensors dealt
  * round-robin over the ranks are never neighbours in the file. Tensors under
@@ -384,7 +402,7 @@ int mst_sched_write_own(const mst_writer *w, MPI_File fh, const char *tmp, const
         const local_tensor *t = &l->tensors[it->index];
         if (it->strided)
             continue;
-        if (!t->fill)
+        if (!t->fill && (!l->crc || t->nbytes < BATCH_SMALL))
             crc_item(l, it, t, 0, t->data, t->nbytes);
         if (!t->fill && t->nbytes < BATCH_SMALL && l->gather_small)
             continue;
@@ -426,6 +444,11 @@ int mst_sched_write_own(const mst_writer *w, MPI_File fh, const char *tmp, const
                 }
             }
             if (write_streamed(w, l, t, fh, tmp, it, stage, cap, WHAT_MARK, err)) {
+                name_tensor_in_message(err, t);
+                break;
+            }
+        } else if (l->crc) {
+            if (write_checksummed(w, l, t, fh, tmp, it, err)) {
                 name_tensor_in_message(err, t);
                 break;
             }

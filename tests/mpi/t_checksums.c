@@ -94,12 +94,16 @@ static void declare_all(int rank)
     add(n, MST_I32, 1, 3 + rank, 0, 0, 0, 0, 0, 0);
     snprintf(n, sizeof n, "big.r%d", rank);
     add(n, MST_F32, 1, 70000 + rank, 0, 0, 0, 0, 0, 0);
+    /* above the 4 MiB pieces a large tensor's CRC and writes go in */
+    snprintf(n, sizeof n, "huge.r%d", rank);
+    add(n, MST_U8, 1, (4 << 20) + 12345 + rank, 0, 0, 0, 0, 0, 0);
     snprintf(n, sizeof n, "empty.r%d", rank);
     add(n, MST_F32, 2, 0, 5, 0, 0, 0, 0, 0);
     snprintf(n, sizeof n, "stream.r%d", rank);
     add(n, MST_U8, 1, 300000 + rank, 0, 3, 0, 0, 0, 0);
     add("rows", MST_BF16, 2, 8 * size, 100, 1, 8 * rank, 0, 8, 100);
     add("rows_streamed", MST_U8, 2, 50 * size, 999, 4, 50 * rank, 0, 50, 999);
+    add("bigrows", MST_U8, 2, 5 * size, (1 << 20) + 7, 1, 5 * rank, 0, 5, (1 << 20) + 7);
     add("cols", MST_F32, 2, 64, 10 * size, 1, 0, 10 * rank, 64, 10);
     add("bigcols", MST_U8, 2, 3000, 400 * size, 1, 0, 400 * rank, 3000, 400);
     add("blocks", MST_U8, 2, 40 * p, 60 * q, 1, 40 * bi, 60 * bj, 40, 60);
