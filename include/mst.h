@@ -392,7 +392,10 @@ MST_API int mst_writer_commit(mst_writer *w);
  * - mpiio: the default when MPI was initialised with MPI_THREAD_MULTIPLE
  *   (MPI_Init_thread gave it), with either of Open MPI's MPI-IO components
  *   (ompio, romio321; both tested). The rank's writes go through MPI-IO, on
- *   a handle of its own (MPI_COMM_SELF, the writer's hints).
+ *   a handle of its own (MPI_COMM_SELF, the writer's hints). (Open MPI's
+ *   romio321 serialises a process's MPI-IO calls under one lock: an MPI-IO
+ *   call of the caller's, e.g. another writer's commit, may wait for the
+ *   thread's current write, at most 64 MiB, and the thread for it.)
  * - posix: below MPI_THREAD_MULTIPLE (MPI_Init, or SINGLE, FUNNELED,
  *   SERIALIZED), or when the key says "posix". The rank's writes go through
  *   a POSIX descriptor, and the library's thread makes NO MPI call. (Data
