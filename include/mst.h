@@ -58,12 +58,17 @@
  *   MPI_Info key mst_snapshot_limit  bytes per rank; default none
  *   MPI_Info key mst_snapshot_cache  1 (default): the snapshot's memory is
  *                                  kept for the next one; 0: unmapped at end
+ *   MPI_Info key mst_split_io      split phase's data path: auto (default:
+ *                                  mpiio at MPI_THREAD_MULTIPLE, else posix),
+ *                                  mpiio or posix (see the split-phase save)
  *   the whole MPI_Info object      passed to MPI_File_open (see mst_writer_open)
  *
  * Threads
  * - mst starts no threads, except one per split-phase save in flight
- *   (mst_writer_commit_begin to _end), which makes no MPI call; its only
- *   mutable global state is the cached snapshot memory (see
+ *   (mst_writer_commit_begin to _end), which calls MPI (MPI_File_write_at,
+ *   MPI_File_sync on a handle of its own) only when MPI_Query_thread says
+ *   MPI_THREAD_MULTIPLE, and no MPI function at all below that level; its
+ *   only mutable global state is the cached snapshot memory (see
  *   mst_writer_set_snapshot), guarded by a mutex;
  *   mst_version_*, mst_strerror and mst_dtype_* are safe from any thread at
  *   any time. Reader handles are independent of each other and of MPI (see
@@ -73,8 +78,9 @@
  * - The writer calls MPI only inside mst_writer_open, mst_writer_commit (and
  *   mst_writer_commit_begin, mst_writer_commit_end) and mst_writer_free; the
  *   add, set, test and error functions make no MPI call, and
- *   mst_temp_clean and mst_shardset_recover none at all. mst neither asks for nor
- *   checks a thread level (no MPI_Init_thread, no MPI_Query_thread): the
+ *   mst_temp_clean and mst_shardset_recover none at all. mst never asks for a
+ *   thread level (no MPI_Init_thread); it reads it (MPI_Query_thread) only in
+ *   mst_writer_commit_begin, to choose split phase's data path. The
  *   application's level must cover how it calls those three functions:
  *   MPI_THREAD_FUNNELED from the thread that initialized MPI,
  *   MPI_THREAD_SERIALIZED from several threads one at a time,
@@ -383,34 +389,54 @@ MST_API int mst_writer_commit(mst_writer *w);
  * same guarantees: at `path` the previous file or the complete new one, never
  * a partial file; on any error the temporary file is removed.
  *
- * What progresses when (the same at every MPI thread level):
+ * The data path: each rank chooses at begin, from MPI_Query_thread and the
+ * MPI_Info key "mst_split_io":
+ * - mpiio: the default when MPI was initialised with MPI_THREAD_MULTIPLE
+ *   (MPI_Init_thread gave it), with either of Open MPI's MPI-IO components
+ *   (ompio, romio321; both tested). The rank's writes go through MPI-IO, on
+ *   a handle of its own (MPI_COMM_SELF, the writer's hints). (Open MPI's
+ *   romio321 serialises a process's MPI-IO calls under one lock: an MPI-IO
+ *   call of the caller's, e.g. another writer's commit, may wait for the
+ *   thread's current write, at most 64 MiB, and the thread for it.)
+ * - posix: below MPI_THREAD_MULTIPLE (MPI_Init, or SINGLE, FUNNELED,
+ *   SERIALIZED), or when the key says "posix". The rank's writes go through
+ *   a POSIX descriptor, and the library's thread makes NO MPI call. (Data
+ *   then bypasses MPI-IO; on file systems where POSIX writes from several
+ *   nodes into one file are not coherent, use mst_writer_commit or
+ *   MPI_THREAD_MULTIPLE.)
+ * "auto" (or no key) is the default; "mpiio" below MPI_THREAD_MULTIPLE, or
+ * any other value, makes begin fail with MST_ERR_INVALID_ARGUMENT on every
+ * rank, before anything is created.
+ *
+ * What progresses when (on both paths, at every thread level):
  * - begin, on the calling thread: the options agreed, the declarations
  *   exchanged, the plan, rank 0 creates the temporary file (MPI_File_open with
  *   the writer's hints, so file-creation hints such as striping apply) and
- *   closes that handle, every rank opens its own POSIX descriptor of it, the
- *   snapshot (if on) is copied; each step agreed. Then this rank starts one
- *   thread of the library and returns.
- * - that thread: this rank's writes with pwrite on its own descriptor (rank
- *   0's header first, then its pieces in file order; a short count is
- *   continued, a failure ends the thread with the error kept for end), then,
- *   with fsync on, fsync of its descriptor: the data is durable when the
- *   thread ends. The thread blocks every signal (handlers run on the
- *   application's threads) and makes NO MPI call, whatever the thread level
- *   (MPI_Query_thread is not needed): the caller may compute, communicate
- *   and call MPI freely meanwhile, and the writes and the data's sync advance
- *   without any mst call. (Data thus bypasses MPI-IO in split phase; on file
- *   systems where POSIX writes from several nodes into one file are not
- *   coherent, use mst_writer_commit.)
+ *   closes that handle, every rank opens its own handle of it (mpiio:
+ *   MPI_File_open on MPI_COMM_SELF with the writer's hints; posix: open(2)),
+ *   the snapshot (if on) is copied; each step agreed. Then this rank starts
+ *   one thread of the library and returns.
+ * - that thread: this rank's writes on its own handle (rank 0's header
+ *   first, then its pieces in file order, at most 64 MiB per call; mpiio:
+ *   MPI_File_write_at, posix: pwrite, a short count continued; a failure ends
+ *   the thread with the error kept for end), then, with fsync on, the sync
+ *   of that handle (mpiio: MPI_File_sync, posix: fsync): the data is durable
+ *   when the thread ends. The thread blocks every signal (handlers run on
+ *   the application's threads). The caller may compute, communicate and call
+ *   MPI freely meanwhile, and the writes and the data's sync advance without
+ *   any mst call, on either path.
  * - test: reads a flag, nothing else.
  * - end, on the calling thread: waits for the thread (nothing to wait for
  *   when it finished: then end costs two agreements, the size check, the
- *   rename and, with fsync on, the directory's fsync), closes the
- *   descriptor, agrees; rank 0 renames; agreed again.
+ *   rename and, with fsync on, the directory's fsync), closes the handle
+ *   (mpiio: MPI_File_close), agrees; rank 0 renames; agreed again.
  * - If the thread cannot be started (pthread_create fails), end does the
- *   writes and the sync itself; test then reports done.
- * MPI calls happen in begin, end and mst_writer_free only, on the calling
- * thread: the application's thread level must cover those calls as for
- * mst_writer_commit (see "Threads" above).
+ *   writes and the sync itself, on the calling thread; test then reports done.
+ * The handle is opened (begin) and closed (end, mst_writer_free) on the
+ * calling thread; the library's thread only writes and syncs it. On the
+ * posix path MPI calls happen in begin, end and mst_writer_free only, on the
+ * calling thread: the application's thread level must cover those calls as
+ * for mst_writer_commit (see "Threads" above).
  *
  * What split phase takes: whole tensors (mst_writer_add), replicas, and boxes
  * that are one contiguous byte range of the file (row blocks), with
@@ -489,7 +515,8 @@ MST_API int mst_writer_commit_end(mst_writer *w);
  * that commit instead would wait for this one (see mst_writer_commit).
  * Between mst_writer_commit_begin and _end it abandons the save in flight
  * without any collective call: this rank's thread stops after its current
- * write (at most 64 MiB) and is joined, its descriptor closed, and rank 0
+ * write (at most 64 MiB) and is joined, its handle closed (on the calling
+ * thread), and rank 0
  * removes the temporary file; nothing appears at the target. Free it on every
  * rank then too: a rank that calls end instead waits for the others. The
  * duplicated communicator is freed with MPI_Comm_free, which the MPI

@@ -6,13 +6,21 @@
  *   begin (collective, on the caller's thread):
  *     options agreed, what split phase refuses agreed -> exchange -> plan
  *     -> agree -> temporary file (rank 0 creates it with MPI_File_open and
- *     the hints, then every rank opens its own POSIX descriptor of it)
- *     -> the snapshot copied (if on) -> agree -> the thread started
- *   thread (no MPI call, at any thread level): pwrite of this rank's pieces
- *     in file order (rank 0: the header first), then fsync of its descriptor
+ *     the hints, then every rank opens its own handle of it: see the data
+ *     path) -> the snapshot copied (if on) -> agree -> the thread started
+ *   thread: this rank's pieces in file order (rank 0: the header first),
+ *     then the sync of its handle
  *   end (collective, on the caller's thread):
  *     join -> close -> agree -> commit (rank 0: size check, rename, directory
  *     fsync) -> agree
+ *
+ * The data path, chosen by each rank at begin (hint mst_split_io):
+ *   mpiio (default at MPI_THREAD_MULTIPLE): the rank's own handle (begin's
+ *     mst_io_open on MPI_COMM_SELF, the save's hints), MPI_File_write_at and
+ *     MPI_File_sync on the thread, mst_io_close by end or mst_writer_free
+ *     after the join: opened and closed on the caller's thread;
+ *   posix (below MPI_THREAD_MULTIPLE, or asked for): a POSIX descriptor,
+ *     pwrite and fsync; the thread makes no MPI call.
  *
  * A rank's pieces are its whole tensors, the replicas it was chosen for and
  * its boxes that are one contiguous byte range of the file: everything that
@@ -58,7 +66,9 @@ typedef struct piece {
 typedef struct mst_async {
     pthread_t thread;
     int started;       /* the thread runs (else end does its work) */
-    int fd;            /* this rank's descriptor of the temporary file */
+    int fd;            /* posix: this rank's descriptor of the temporary file */
+    MPI_File fh;       /* mpiio: this rank's handle of it (MPI_COMM_SELF) */
+    int mpiio;         /* the data path: 1 mpiio, 0 posix */
     int lock_fd;       /* rank 0: the ownership lock (mst_temp.h) */
     char *tmp;         /* the temporary file */
     char *target;      /* rank 0: the file it replaces */
@@ -97,25 +107,33 @@ static void name_piece(char *what, size_t cap, const mst_async *a, const piece *
                                                 MST_QUOTE_LIMIT));
 }
 
-/* This rank's writes and, with fsync on, the sync of its descriptor: plain
- * POSIX, no MPI. Sets a->err; stops early when cancelled. */
+/* This rank's writes and, with fsync on, the sync of its handle: MPI-IO
+ * (mpiio: mst_io_write checks every count) or plain POSIX (posix: no MPI).
+ * Sets a->err; stops early when cancelled. */
 static void run_writes(mst_async *a)
 {
+    char what[MST_QUOTE_MAX + 32], why[MPI_MAX_ERROR_STRING + 64];
+    int rc;
     for (size_t i = 0; i < a->npieces && a->err.code == MST_OK; i++) {
         const piece *p = &a->pieces[i];
         uint64_t done = 0;
-        while (done < p->len) {
+        name_piece(what, sizeof what, a, p);
+        while (done < p->len && a->err.code == MST_OK) {
             uint64_t n = p->len - done < ASYNC_CHUNK ? p->len - done : ASYNC_CHUNK;
             ssize_t got;
             if (atomic_load_explicit(&a->cancel, memory_order_relaxed))
                 goto out;
+            if (a->mpiio) {
+                mst_io_write(a->fh, a->tmp, p->offset + done, p->data + done, n, a->rank,
+                             what, &a->err);
+                done += n;
+                continue;
+            }
             got = pwrite(a->fd, p->data + done, (size_t)n, (off_t)(p->offset + done));
             if (got < 0 && errno == EINTR)
                 continue;
             if (got <= 0) {
-                char what[MST_QUOTE_MAX + 32];
                 int e = got < 0 ? errno : ENOSPC;
-                name_piece(what, sizeof what, a, p);
                 mst_err_set(&a->err, MST_ERR_IO,
                             "rank %d: writing %s (%llu bytes at file offset %llu) failed at "
                             "file offset %llu: %s%s",
@@ -128,10 +146,17 @@ static void run_writes(mst_async *a)
             done += (uint64_t)got; /* a short count: the rest is written next */
         }
     }
-    if (a->err.code == MST_OK && a->fsync &&
-        !atomic_load_explicit(&a->cancel, memory_order_relaxed) && fsync(a->fd) != 0)
+    if (a->err.code != MST_OK || !a->fsync ||
+        atomic_load_explicit(&a->cancel, memory_order_relaxed))
+        goto out;
+    if (!a->mpiio && fsync(a->fd) != 0)
         mst_err_set(&a->err, MST_ERR_IO, "rank %d: fsync of the temporary file failed: %s",
                     a->rank, strerror(errno));
+    if (a->mpiio && (rc = MPI_File_sync(a->fh)) != MPI_SUCCESS) {
+        mst_mpi_errstr(rc, why, sizeof why);
+        mst_err_set(&a->err, MST_ERR_IO,
+                    "rank %d: MPI_File_sync of the temporary file failed: %s", a->rank, why);
+    }
 out:
     atomic_store_explicit(&a->done, 1, memory_order_release);
 }
@@ -196,6 +221,7 @@ static void async_free(mst_async *a)
         return;
     if (a->fd >= 0)
         close(a->fd);
+    mst_io_close(&a->fh);
     mst_temp_release(&a->lock_fd);
     free(a->tmp);
     free(a->target);
@@ -249,6 +275,40 @@ static int check_supported(const mst_writer *w, mst_err *err)
                     mst_box_format(box, sizeof box, ndim, box_start(t), box_count(t)));
         }
     }
+    return MST_OK;
+}
+
+/* Local. The data path: the hint mst_split_io ("auto", the default: mpiio
+ * at MPI_THREAD_MULTIPLE, posix below; "mpiio", refused below
+ * MPI_THREAD_MULTIPLE; "posix"). */
+static int choose_path(const mst_writer *w, int *mpiio, mst_err *err)
+{
+    char v[64];
+    int flag = 0, level = MPI_THREAD_SINGLE;
+    if (MPI_Query_thread(&level) != MPI_SUCCESS)
+        level = MPI_THREAD_SINGLE;
+    *mpiio = level == MPI_THREAD_MULTIPLE;
+    if (w->hints == MPI_INFO_NULL ||
+        MPI_Info_get(w->hints, "mst_split_io", (int)sizeof v - 1, v, &flag) != MPI_SUCCESS ||
+        !flag || !strcmp(v, "auto"))
+        return MST_OK;
+    if (!strcmp(v, "posix")) {
+        *mpiio = 0;
+        return MST_OK;
+    }
+    if (strcmp(v, "mpiio") != 0)
+        return mst_err_set(err, MST_ERR_INVALID_ARGUMENT,
+                           "rank %d: hint mst_split_io is \"%.40s\"; expected auto, mpiio or "
+                           "posix",
+                           w->rank, v);
+    if (!*mpiio)
+        return mst_err_set(err, MST_ERR_INVALID_ARGUMENT,
+                           "rank %d: hint mst_split_io=mpiio needs MPI initialised with "
+                           "MPI_THREAD_MULTIPLE (MPI_Query_thread gives %s): the library's "
+                           "thread may call MPI only then",
+                           w->rank, level == MPI_THREAD_SINGLE   ? "MPI_THREAD_SINGLE"
+                                    : level == MPI_THREAD_FUNNELED ? "MPI_THREAD_FUNNELED"
+                                                                   : "MPI_THREAD_SERIALIZED");
     return MST_OK;
 }
 
@@ -422,6 +482,7 @@ static void abandon_agreed(mst_writer *w, mst_async *a)
         close(a->fd);
         a->fd = -1;
     }
+    mst_io_close(&a->fh);
     MPI_Barrier(w->comm);
     if (w->rank == 0 && a->tmp)
         mst_commit_discard(a->tmp);
@@ -446,6 +507,7 @@ static int begin_save(mst_writer *w)
     mst_buf_init(&blob, 0);
     if (a) {
         a->fd = -1;
+        a->fh = MPI_FILE_NULL;
         a->lock_fd = -1;
         a->rank = w->rank;
         a->fsync = w->fsync;
@@ -468,7 +530,8 @@ static int begin_save(mst_writer *w)
     }
     if (local.code == MST_OK && !a)
         mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory", w->rank);
-    if (local.code == MST_OK && check_supported(w, &local) == MST_OK)
+    if (local.code == MST_OK && check_supported(w, &local) == MST_OK &&
+        choose_path(w, &a->mpiio, &local) == MST_OK)
         snapshot_limit(w, &limit, &a->keep_cache, &local);
 
     /* 2. Exchange, as mst_save_file. */
@@ -501,7 +564,7 @@ static int begin_save(mst_writer *w)
     /* 4. Rank 0 creates the temporary file (hints, lock), as mst_save_write. */
     if (w->rank == 0 && local.code == MST_OK &&
         mst_temp_create(a->target, w->hints, &a->tmp, &a->lock_fd, &fh, &local) == MST_OK)
-        mst_io_close(&fh); /* the writes go through POSIX descriptors */
+        mst_io_close(&fh); /* every rank opens its own handle below */
     if (mst_agree(comm, &local, res))
         goto fail;
     if (mst_bcast_string(comm, &a->tmp, res))
@@ -511,9 +574,11 @@ static int begin_save(mst_writer *w)
     mst_gathered_free(&g);
     a->expected = expected;
 
-    /* 5. Every rank: its descriptor, its pieces, the snapshot. */
-    a->fd = open(a->tmp, O_WRONLY | O_CLOEXEC);
-    if (a->fd < 0) {
+    /* 5. Every rank: its handle, its pieces, the snapshot. */
+    if (a->mpiio) {
+        if (mst_io_open(a->tmp, 0, w->hints, w->rank, &a->fh, NULL, &local) == MST_OK)
+            build_pieces(w, a, offsets, &plan, limit, &local);
+    } else if ((a->fd = open(a->tmp, O_WRONLY | O_CLOEXEC)) < 0) {
         char q[512];
         mst_quote(q, sizeof q, a->tmp, strlen(a->tmp), 400);
         mst_err_set(&local, MST_ERR_IO, "rank %d: opening the temporary file %s failed: %s",
@@ -619,9 +684,19 @@ int mst_writer_commit_end(mst_writer *w)
     else
         run_writes(a);
     local = a->err;
-    if (close(a->fd) != 0 && local.code == MST_OK)
+    if (a->mpiio) {
+        char why[MPI_MAX_ERROR_STRING + 64];
+        int rc = mst_io_close(&a->fh);
+        if (rc != MPI_SUCCESS && local.code == MST_OK) {
+            mst_mpi_errstr(rc, why, sizeof why);
+            mst_err_set(&local, MST_ERR_IO,
+                        "rank %d: MPI_File_close of the temporary file failed: %s", w->rank,
+                        why);
+        }
+    } else if (close(a->fd) != 0 && local.code == MST_OK) {
         mst_err_set(&local, MST_ERR_IO, "rank %d: closing the temporary file failed: %s",
                     w->rank, strerror(errno));
+    }
     a->fd = -1;
     if (mst_agree(w->comm, &local, &w->last)) {
         abandon_agreed(w, a);
@@ -651,6 +726,7 @@ void mst_async_abandon(mst_writer *w)
         close(a->fd);
         a->fd = -1;
     }
+    mst_io_close(&a->fh); /* after the join: the thread no longer uses it */
     if (w->rank == 0)
         mst_commit_discard(a->tmp);
     async_free(a);

@@ -391,7 +391,8 @@ def save_async(tensors, path, comm=None, metadata=None, snapshot=True, fsync=Tru
     byte): mst_writer_commit_begin agrees the options, exchanges the
     declarations, plans the file and opens its temporary; then a thread of
     the library writes this rank's bytes and syncs them while the caller goes
-    on (it makes no MPI call). h.done() tells (locally, without blocking)
+    on (with MPI-IO when MPI runs at MPI_THREAD_MULTIPLE, mpi4py's default;
+    below that level with POSIX calls and no MPI call). h.done() tells (locally, without blocking)
     whether this rank's part is written; h.wait() (collective) finishes the
     save: the rename over `path`, with save()'s guarantees.
 

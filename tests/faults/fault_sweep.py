@@ -40,7 +40,8 @@ def main():
 
     def mpirun(args, fault=None, limit=RUN_LIMIT):
         env = {"MST_FAULT_DIR": work, "LD_PRELOAD": preload,
-               "T_FAULTS_SPLIT": os.environ.get("T_FAULTS_SPLIT", "0")}
+               "T_FAULTS_SPLIT": os.environ.get("T_FAULTS_SPLIT", "0"),
+               "T_FAULTS_MT": os.environ.get("T_FAULTS_MT", "0")}
         if fault:
             env.update(fault)
         cmd = [mpiexec, "-np", str(np_)]

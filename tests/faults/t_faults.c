@@ -419,8 +419,12 @@ static int agree(const char *dir)
 
 int main(int argc, char **argv)
 {
-    int ret = 2;
-    MPI_Init(&argc, &argv);
+    int ret = 2, provided = 0;
+    /* T_FAULTS_MT=1: MPI_THREAD_MULTIPLE (split phase then writes with MPI-IO) */
+    if (getenv("T_FAULTS_MT") && !strcmp(getenv("T_FAULTS_MT"), "1"))
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    else
+        MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     t_rank = rank;

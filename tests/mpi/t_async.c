@@ -20,8 +20,18 @@
  * - with fsync on: a synchronous save of D bytes (D doubled until it takes
  *   at least 0.3 s, up to 2 GiB), then the same bytes split phase: the caller
  *   sleeps 3x the synchronous time with no mst call, test then says done on
- *   every rank, and end takes less than 0.5x the synchronous time. */
+ *   every rank, and end takes less than 0.5x the synchronous time.
+ * A third argument "mt" initialises MPI with MPI_THREAD_MULTIPLE (and fails
+ * if it is not given): the library's thread then writes with MPI-IO. The
+ * test wraps MPI_File_open/write_at/sync/close (PMPI) and counts the calls
+ * made on threads other than main's: "mt" requires writes (and syncs) from
+ * the library's thread, without "mt" there must be no such call at all; and
+ * in both modes no open or close off the main thread. Both modes also check
+ * the hint mst_split_io (posix under "mt": no MPI call from the thread, the
+ * same bytes; mpiio without "mt": refused on every rank). */
 #define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,8 +43,47 @@
 #include "mst.h"
 #include "t_util.h"
 
-static int rank, size, last;
+static int rank, size, last, mt;
 static char dir[2048];
+
+/* ---- MPI-IO calls off the main thread (PMPI wrappers) ---------------------- */
+
+static pthread_t main_thread;
+static atomic_int off_writes, off_syncs, off_opens; /* opens and closes */
+
+static int off_main(void)
+{
+    return !pthread_equal(pthread_self(), main_thread);
+}
+
+int MPI_File_write_at(MPI_File fh, MPI_Offset offset, const void *buf, int count,
+                      MPI_Datatype type, MPI_Status *st)
+{
+    if (off_main())
+        atomic_fetch_add(&off_writes, 1);
+    return PMPI_File_write_at(fh, offset, buf, count, type, st);
+}
+
+int MPI_File_sync(MPI_File fh)
+{
+    if (off_main())
+        atomic_fetch_add(&off_syncs, 1);
+    return PMPI_File_sync(fh);
+}
+
+int MPI_File_open(MPI_Comm comm, const char *name, int amode, MPI_Info info, MPI_File *fh)
+{
+    if (off_main())
+        atomic_fetch_add(&off_opens, 1);
+    return PMPI_File_open(comm, name, amode, info, fh);
+}
+
+int MPI_File_close(MPI_File *fh)
+{
+    if (off_main())
+        atomic_fetch_add(&off_opens, 1);
+    return PMPI_File_close(fh);
+}
 
 static double now(void)
 {
@@ -453,6 +502,62 @@ static void case_refused(void)
     free_decls(&d);
 }
 
+/* The hint mst_split_io: posix takes no MPI call off the main thread and
+ * writes the same bytes; mpiio without MPI_THREAD_MULTIPLE and a bad value
+ * are refused on every rank. */
+static void case_split_io_hint(void)
+{
+    char ref[4096], got[4096], target[4096];
+    decls d;
+    mst_writer *w;
+    MPI_Info hints;
+    int before = atomic_load(&off_writes) + atomic_load(&off_syncs);
+    make_decls(&d, "h");
+    snprintf(ref, sizeof ref, "%s/hint.ref", dir);
+    snprintf(got, sizeof got, "%s/hint.safetensors", dir);
+    snprintf(target, sizeof target, "%s/hint_refused.safetensors", dir);
+    w = open_writer(ref, MPI_INFO_NULL);
+    add_decls(w, &d, "h");
+    CHECK_EQ_INT(mst_writer_commit(w), MST_OK);
+    mst_writer_free(&w);
+    MPI_Info_create(&hints);
+    MPI_Info_set(hints, "mst_split_io", "posix");
+    w = open_writer(got, hints);
+    add_decls(w, &d, "h");
+    CHECK_EQ_INT(mst_writer_commit_begin(w), MST_OK);
+    CHECK_EQ_INT(mst_writer_commit_end(w), MST_OK);
+    mst_writer_free(&w);
+    same_file(ref, got);
+    CHECK_MSG(atomic_load(&off_writes) + atomic_load(&off_syncs) == before,
+              "mst_split_io=posix: MPI-IO calls from the library's thread");
+    put_previous(target);
+    MPI_Info_set(hints, "mst_split_io", "mpiio");
+    w = open_writer(mt ? got : target, hints);
+    add_decls(w, &d, "h");
+    if (mt) { /* asked for and allowed */
+        CHECK_EQ_INT(mst_writer_commit_begin(w), MST_OK);
+        CHECK_EQ_INT(mst_writer_commit_end(w), MST_OK);
+        mst_writer_free(&w);
+        same_file(ref, got);
+        CHECK_MSG(atomic_load(&off_writes) > before,
+                  "mst_split_io=mpiio: no MPI_File_write_at from the library's thread");
+    } else {
+        char needle[160];
+        snprintf(needle, sizeof needle,
+                 "rank 0: hint mst_split_io=mpiio needs MPI initialised with "
+                 "MPI_THREAD_MULTIPLE (MPI_Query_thread gives MPI_THREAD_SINGLE)");
+        refused(w, target, MST_ERR_INVALID_ARGUMENT, needle);
+    }
+    MPI_Info_set(hints, "mst_split_io", "threads");
+    w = open_writer(target, hints);
+    add_decls(w, &d, "h");
+    refused(w, target, MST_ERR_INVALID_ARGUMENT,
+            "hint mst_split_io is \"threads\"; expected auto, mpiio or posix");
+    MPI_Info_free(&hints);
+    free_decls(&d);
+    no_temps();
+}
+
 /* ---- timing ----------------------------------------------------------------- */
 
 /* One save of `bytes` per rank (fsync on) to target; split or not. Returns
@@ -531,17 +636,29 @@ static void case_timing(void)
 
 int main(int argc, char **argv)
 {
-    int total = 0;
-    MPI_Init(&argc, &argv);
+    int total = 0, provided = MPI_THREAD_SINGLE;
+    main_thread = pthread_self();
+    mt = argc == 4 && !strcmp(argv[3], "mt");
+    if (mt)
+        MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    else
+        MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     t_rank = rank;
     last = size - 1;
-    if (argc != 3 || (strcmp(argv[1], "cases") != 0 && strcmp(argv[1], "timing") != 0)) {
+    if (argc < 3 || argc > 4 || (argc == 4 && !mt) ||
+        (strcmp(argv[1], "cases") != 0 && strcmp(argv[1], "timing") != 0)) {
         if (rank == 0)
-            fprintf(stderr, "usage: t_async cases|timing DIR\n");
+            fprintf(stderr, "usage: t_async cases|timing DIR [mt]\n");
         MPI_Finalize();
         return 2;
+    }
+    if (mt && provided != MPI_THREAD_MULTIPLE) {
+        fprintf(stderr, "rank %d: MPI_Init_thread gave level %d, not MPI_THREAD_MULTIPLE\n",
+                rank, provided);
+        MPI_Finalize();
+        return 1;
     }
     snprintf(dir, sizeof dir, "%s", argv[2]);
     if (!strcmp(argv[1], "cases")) {
@@ -549,16 +666,32 @@ int main(int argc, char **argv)
         case_two_writers();
         case_free_in_flight();
         case_refused();
+        case_split_io_hint();
         MPI_Allreduce(MPI_IN_PLACE, &max_test_s, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
         CHECK_MSG(max_test_s < 0.25, "a call of mst_writer_commit_test took %.4f s",
                   max_test_s);
     } else {
         case_timing();
     }
-    MPI_Allreduce(&t_failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    if (rank == 0 && total == 0)
-        printf("t_async %s: passed on %d ranks (longest test call %.6f s)\n", argv[1], size,
-               max_test_s);
+    /* the data path taken: MPI-IO from the library's thread under "mt" (every
+     * rank writes something), no MPI call from it otherwise */
+    {
+        int w = atomic_load(&off_writes), sy = atomic_load(&off_syncs),
+            op = atomic_load(&off_opens);
+        if (mt)
+            CHECK_MSG(w > 0 && sy > 0, "rank %d: MPI_File_write_at %d, MPI_File_sync %d calls "
+                      "from the library's thread under MPI_THREAD_MULTIPLE", rank, w, sy);
+        else
+            CHECK_MSG(w == 0 && sy == 0, "rank %d: %d MPI_File_write_at, %d MPI_File_sync "
+                      "calls off the main thread without MPI_THREAD_MULTIPLE", rank, w, sy);
+        CHECK_MSG(op == 0, "rank %d: %d MPI_File_open/close calls off the main thread", rank,
+                  op);
+        MPI_Allreduce(&t_failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+        if (rank == 0 && total == 0)
+            printf("t_async %s%s: passed on %d ranks (longest test call %.6f s; MPI-IO calls "
+                   "from the library's thread on rank 0: %d writes, %d syncs)\n",
+                   argv[1], mt ? " mt" : "", size, max_test_s, w, sy);
+    }
     MPI_Finalize();
     return total ? 1 : 0;
 }
