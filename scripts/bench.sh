@@ -31,6 +31,9 @@
 #              where /proc/sys/vm/drop_caches is writable; then the header of
 #              1,000,000 tiny tensors (100,000 in --quick) loaded at the largest
 #              rank count (loadheader.jsonl, open_s).
+#   checksums  (only when named in --sections) mst against mst+crc (checksums
+#              on), both method orders, page cache and fsync, at each rank
+#              count (checksums.jsonl; paired ratios by run).
 #   train      (only when named in --sections) split-phase saves: mst-bench
 #              train (a loop of compute, allreduce and update, saving every 10
 #              steps) in its modes none, sync, split, snapshot, with fsync, at
@@ -207,6 +210,20 @@ done
 echo "load: header of $plan_tensors tensors over $max_ranks ranks" >&2
 mb "$max_ranks" --size $((plan_tensors * 64)) --tensors $plan_tensors --dtype U8 --no-fsync \
     --method load,load-local --warmup 0 --repeat "$repeat" >> "$results/loadheader.jsonl"
+fi
+
+if want checksums; then
+: > "$results/checksums.jsonl"
+for n in $ranks; do
+    for sync in --no-fsync ""; do
+        for order in mst,mst+crc mst+crc,mst; do
+            echo "checksums: $n ranks $order ${sync:-fsync}" >&2
+            # shellcheck disable=SC2086
+            mb "$n" --size "$size" --method "$order" $sync --repeat "$repeat" \
+                >> "$results/checksums.jsonl"
+        done
+    done
+done
 fi
 
 if want train; then
