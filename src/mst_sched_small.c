@@ -40,6 +40,11 @@
 
 #define SMALL_BUFFER ((uint64_t)8 << 20) /* B, unless the hint mst_redist_buffer says */
 #define PARTS ((uint64_t)1 << 16) /* pieces a rank receives in a round, at most (+ 2 N) */
+/* "No offset" in the reductions of the windows: above every file offset
+ * (< 2^53), and below 2^63, because Debian's MPICH 4.0.2 reduces MPI_UINT64_T
+ * with MPI_MIN and MPI_MAX as if it were signed (UINT64_MAX would count as -1
+ * there, and every window would end before it began). */
+#define NONE ((uint64_t)1 << 62)
 
 typedef struct part {
     uint64_t offset, len, at; /* at: position in the receive buffer */
@@ -248,25 +253,25 @@ int mst_sched_write_small(const mst_writer *w, MPI_File fh, const char *tmp,
         size_t j = cur;
         int rbytes = 0, rparts = 0, sbytes = 0, sparts = 0;
         /* the window: its start, then its end */
-        v[0] = cur == np ? UINT64_MAX : pc[cur].offset;
+        v[0] = cur == np ? NONE : pc[cur].offset;
         if (MPI_Allreduce(v, &start, 1, MPI_UINT64_T, MPI_MIN, comm) != MPI_SUCCESS) {
             mpi_failed(w, "MPI_Allreduce", err);
             break;
         }
-        if (start == UINT64_MAX)
+        if (start == NONE)
             break;
         while (j < np &&
                (j == cur || (bytes + pc[j].len <= s.send_cap && j - cur < s.send_parts))) {
             bytes += pc[j].len;
             j++;
         }
-        v[0] = j == np ? UINT64_MAX : pc[j].offset;
-        v[1] = UINT64_MAX - (j == cur ? 0 : pc[j - 1].offset + pc[j - 1].len);
+        v[0] = j == np ? NONE : pc[j].offset;
+        v[1] = NONE - (j == cur ? 0 : pc[j - 1].offset + pc[j - 1].len);
         if (MPI_Allreduce(v, r, 2, MPI_UINT64_T, MPI_MIN, comm) != MPI_SUCCESS) {
             mpi_failed(w, "MPI_Allreduce", err);
             break;
         }
-        end = r[0] < UINT64_MAX - r[1] ? r[0] : UINT64_MAX - r[1];
+        end = r[0] < NONE - r[1] ? r[0] : NONE - r[1];
         pack(&s, pc, np, &cur, start, end);
         /* who sends what: counts, then the pieces' places, then their bytes */
         if (MPI_Alltoall(s.cnt, 2, MPI_INT, s.rcnt, 2, MPI_INT, comm) != MPI_SUCCESS) {
