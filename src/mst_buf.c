@@ -91,7 +91,7 @@ void mst_buf_puts(mst_buf *b, const char *s)
     mst_buf_put(b, s, strlen(s));
 }
 
-void mst_buf_put_u64(mst_buf *b, uint64_t v)
+char *mst_u64_digits(char *p, uint64_t v)
 {
     char tmp[20];
     size_t n = 0;
@@ -99,7 +99,14 @@ void mst_buf_put_u64(mst_buf *b, uint64_t v)
         tmp[sizeof tmp - 1 - n++] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    mst_buf_put(b, tmp + sizeof tmp - n, n);
+    memcpy(p, tmp + sizeof tmp - n, n);
+    return p + n;
+}
+
+void mst_buf_put_u64(mst_buf *b, uint64_t v)
+{
+    char tmp[20];
+    mst_buf_put(b, tmp, (size_t)(mst_u64_digits(tmp, v) - tmp));
 }
 
 void mst_buf_put_raw32(mst_buf *b, uint32_t v)

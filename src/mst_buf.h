@@ -34,6 +34,8 @@ void mst_buf_putc(mst_buf *b, char c);
 void mst_buf_puts(mst_buf *b, const char *s);
 /* Decimal, never an exponent. */
 void mst_buf_put_u64(mst_buf *b, uint64_t v);
+/* The decimal digits of v written at p (at most 20); returns their end. */
+char *mst_u64_digits(char *p, uint64_t v);
 /* Fixed-width values in host byte order, for the metadata exchange between
  * ranks of one job (all ranks share one architecture). */
 void mst_buf_put_raw32(mst_buf *b, uint32_t v);

@@ -40,19 +40,6 @@ void mst_json_put_string(mst_buf *b, const char *s, size_t len)
     mst_buf_putc(b, '"');
 }
 
-/* The decimal digits of v at p; returns the end. */
-static char *put_u64(char *p, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[sizeof tmp - 1 - n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    memcpy(p, tmp + sizeof tmp - n, n);
-    return p + n;
-}
-
 static char *put_lit(char *p, const char *s, size_t n)
 {
     memcpy(p, s, n);
@@ -91,12 +78,12 @@ static size_t fast_entry(char *rec, const mst_tensor_desc *t, uint64_t begin, ui
     for (uint32_t d = 0; d < t->ndim; d++) {
         if (d)
             *p++ = ',';
-        p = put_u64(p, (uint64_t)t->shape[d]);
+        p = mst_u64_digits(p, (uint64_t)t->shape[d]);
     }
     p = LIT(p, "],\"data_offsets\":[");
-    p = put_u64(p, begin);
+    p = mst_u64_digits(p, begin);
     *p++ = ',';
-    p = put_u64(p, end);
+    p = mst_u64_digits(p, end);
     p = LIT(p, "]}");
     return (size_t)(p - rec);
 }
