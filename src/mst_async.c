@@ -232,6 +232,22 @@ static void async_free(mst_async *a)
 }
 
 /* Local. What split phase refuses in this rank's declarations and options. */
+/* The byte layout of a slice's box in its tensor (contiguous or not, first
+ * byte). */
+static int slice_layout(const mst_writer *w, const local_tensor *t, mst_box_layout *lay,
+                        mst_err *err)
+{
+    int ndim = (int)t->t.ndim;
+    uint64_t *gb = malloc((3 * (size_t)ndim + 1) * sizeof *gb);
+    if (!gb)
+        return mst_err_set(err, MST_ERR_NO_MEMORY, "rank %d: out of memory", w->rank);
+    mst_box_bytes(ndim, t->t.shape, box_start(t), box_count(t), mst_dtype_bits(t->t.dtype), gb,
+                  gb + ndim, gb + 2 * ndim);
+    mst_box_layout_of(ndim, gb, gb + ndim, gb + 2 * ndim, lay);
+    free(gb);
+    return MST_OK;
+}
+
 static int check_supported(const mst_writer *w, mst_err *err)
 {
     if (w->max_shard > 0)
@@ -256,15 +272,10 @@ static int check_supported(const mst_writer *w, mst_err *err)
                                w->rank);
         if (t->kind == MST_DECL_SLICE) {
             int ndim = (int)t->t.ndim;
-            uint64_t *gb = malloc((3 * (size_t)ndim + 1) * sizeof *gb);
             mst_box_layout lay;
             char box[160];
-            if (!gb)
-                return mst_err_set(err, MST_ERR_NO_MEMORY, "rank %d: out of memory", w->rank);
-            mst_box_bytes(ndim, t->t.shape, box_start(t), box_count(t),
-                          mst_dtype_bits(t->t.dtype), gb, gb + ndim, gb + 2 * ndim);
-            mst_box_layout_of(ndim, gb, gb + ndim, gb + 2 * ndim, &lay);
-            free(gb);
+            if (slice_layout(w, t, &lay, err))
+                return err->code;
             if (!lay.contiguous)
                 return mst_err_set(
                     err, MST_ERR_INVALID_ARGUMENT,
@@ -402,15 +413,9 @@ static int build_pieces(mst_writer *w, mst_async *a, const uint64_t *offsets,
         p = &a->pieces[n++];
         p->offset = offsets[i];
         if (t->kind == MST_DECL_SLICE) {
-            int ndim = (int)t->t.ndim;
-            uint64_t *gb = malloc((3 * (size_t)ndim + 1) * sizeof *gb);
             mst_box_layout lay;
-            if (!gb)
-                return mst_err_set(err, MST_ERR_NO_MEMORY, "rank %d: out of memory", w->rank);
-            mst_box_bytes(ndim, t->t.shape, box_start(t), box_count(t),
-                          mst_dtype_bits(t->t.dtype), gb, gb + ndim, gb + 2 * ndim);
-            mst_box_layout_of(ndim, gb, gb + ndim, gb + 2 * ndim, &lay);
-            free(gb);
+            if (slice_layout(w, t, &lay, err))
+                return err->code;
             p->offset += lay.first;
         }
         p->len = t->nbytes;
