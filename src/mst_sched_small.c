@@ -146,27 +146,44 @@ static void pack(small_state *s, const mst_piece *pc, size_t np, size_t *cur, ui
     }
 }
 
-/* What this rank received, in file order into obuf, as runs; then one write. */
+/* What this rank received, in file order into obuf, then written. Usually
+ * the pieces cover one stretch of the file without a gap (distinct tensors
+ * never overlap): each is copied straight to its place and the stretch leaves
+ * in one call. Otherwise (large tensors in between) the pieces are sorted
+ * into runs, written with one call through a file view (the handle is this
+ * rank's own, so the view is local). */
 static int write_received(const mst_writer *w, MPI_File fh, const char *tmp, small_state *s,
                           mst_err *err)
 {
     size_t np = 0, nruns = 0;
-    uint64_t at = 0, out = 0;
+    uint64_t at = 0, out = 0, lo = NONE, hi = 0, total = 0;
     int sorted = 1;
     char what[160];
     for (int r = 0; r < s->n; r++) {
         uint64_t pos = (uint64_t)s->rd[r];
         for (int k = 0; k < s->rcnt[2 * r + 1]; k++, np++) {
-            s->parts[np].offset = s->rmeta[at++];
-            s->parts[np].len = s->rmeta[at++];
-            s->parts[np].at = pos;
-            pos += s->parts[np].len;
-            if (np > 0 && s->parts[np].offset < s->parts[np - 1].offset)
+            part *p = &s->parts[np];
+            p->offset = s->rmeta[at++];
+            p->len = s->rmeta[at++];
+            p->at = pos;
+            pos += p->len;
+            total += p->len;
+            lo = p->offset < lo ? p->offset : lo;
+            hi = p->offset + p->len > hi ? p->offset + p->len : hi;
+            if (np > 0 && p->offset < s->parts[np - 1].offset)
                 sorted = 0;
         }
     }
     if (np == 0)
         return MST_OK;
+    snprintf(what, sizeof what, "the small tensors gathered for file bytes %llu to %llu",
+             (unsigned long long)lo, (unsigned long long)hi);
+    if (hi - lo == total) {
+        for (size_t k = 0; k < np; k++)
+            memcpy(s->obuf + (s->parts[k].offset - lo), s->rbuf + s->parts[k].at,
+                   s->parts[k].len);
+        return mst_io_write(fh, tmp, lo, s->obuf, total, w->rank, what, err);
+    }
     if (!sorted)
         qsort(s->parts, np, sizeof *s->parts, cmp_part);
     for (size_t k = 0; k < np; k++) {
@@ -180,9 +197,6 @@ static int write_received(const mst_writer *w, MPI_File fh, const char *tmp, sma
             s->rlen[nruns++] = p->len;
         }
     }
-    snprintf(what, sizeof what, "the small tensors gathered for file bytes %llu to %llu",
-             (unsigned long long)s->roff[0],
-             (unsigned long long)(s->roff[nruns - 1] + s->rlen[nruns - 1]));
     return mst_io_write_runs(fh, tmp, s->roff, s->rlen, nruns, s->obuf, w->rank, what, err);
 }
 

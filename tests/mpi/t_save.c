@@ -133,6 +133,21 @@ static int build_case(const char *name, tcase *c)
         c->nmeta = 1;
         return 0;
     }
+    if (!strcmp(name, "gaps")) {
+        /* all U8, in name order: the header, a.0, the large b.big, c.0, then
+         * 60 small d.* back to back. At 2-4 ranks the first rank's stretch of
+         * the small tensors' window has a gap (b.big) and the others' have
+         * none: a file view there would be a collective call made by one rank */
+        char buf[96];
+        add(c, "a.0", MST_U8, 1, 1000, 0, 0);
+        add(c, "b.big", MST_U8, 1, 100000, 0, 0);
+        add(c, "c.0", MST_U8, 1, 1000, 0, 0);
+        for (int i = 0; i < 60; i++) {
+            snprintf(buf, sizeof buf, "d.%03d", i);
+            add(c, buf, MST_U8, 1, 2000 + i, 0, 0);
+        }
+        return 0;
+    }
     if (!strcmp(name, "empty"))
         return 0;
     if (!strcmp(name, "meta_only")) {
