@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "mst.h"
+#include "mst_buf.h"
 #include "mst_err.h"
 #include "mst_io.h"
 #include "mst_writer_impl.h"
@@ -86,9 +87,9 @@ static int state_alloc(small_state *s, int n, uint64_t send_cap, uint64_t recv_c
     s->recv_cap = recv_cap;
     s->send_parts = send_parts;
     s->parts_cap = parts_cap;
-    s->sbuf = malloc(send_cap ? send_cap : 1);
-    s->rbuf = malloc(recv_cap ? recv_cap : 1);
-    s->obuf = malloc(recv_cap ? recv_cap : 1);
+    s->sbuf = mst_malloc_big(send_cap ? send_cap : 1);
+    s->rbuf = mst_malloc_big(recv_cap ? recv_cap : 1);
+    s->obuf = mst_malloc_big(recv_cap ? recv_cap : 1);
     s->smeta = malloc(2 * (send_parts + (uint64_t)n) * sizeof *s->smeta);
     s->rmeta = malloc(2 * parts_cap * sizeof *s->rmeta);
     s->roff = malloc(parts_cap * sizeof *s->roff);
