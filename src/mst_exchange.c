@@ -17,14 +17,21 @@ static int mpi_fail(mst_err *err, MPI_Comm comm, const char *call, int rc)
     return mst_err_set(err, MST_ERR_MPI, "rank %d: %s failed: %s", rank, call, text);
 }
 
+/* seconds a wait spins before it sleeps */
+#define MST_WAIT_SPIN 0.002
+
 int mst_wait_idle(MPI_Request *req)
 {
     struct timespec nap = {0, 0};
     int done = 0, rc;
-    for (int spin = 0;; spin++) {
+    double start = MPI_Wtime();
+    for (;;) {
         if ((rc = MPI_Test(req, &done, MPI_STATUS_IGNORE)) != MPI_SUCCESS || done)
             return rc;
-        if (spin < 1000)
+        /* a short wait (the next round of a redistribution, another rank
+         * a little behind) is spun, as MPI's own wait does: a sleep would
+         * add its wake-up latency (50 us and more) to every round */
+        if (MPI_Wtime() - start < MST_WAIT_SPIN)
             continue;
         /* a long wait (rank 0 planning or decoding): sleep between tests,
          * 20 us growing to 1 ms, so that waiting ranks leave the cores to

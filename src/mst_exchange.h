@@ -22,7 +22,7 @@
 int mst_agree(MPI_Comm comm, const mst_err *mine, mst_err *out);
 
 /* MPI_Wait for one request that may take long (other ranks wait while rank 0
- * plans or decodes): tests it, spinning briefly, then sleeping between tests
+ * plans or decodes): tests it, spinning for 2 ms, then sleeping between tests
  * (up to 1 ms), so that an oversubscribed node's waiting ranks do not take
  * the cores from the one that works. Returns MPI_Test's error code. */
 int mst_wait_idle(MPI_Request *req);
