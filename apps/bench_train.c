@@ -33,7 +33,9 @@
  * (step_slowdown: every step with a save in it, the copy and the time in mst
  * included; work_slowdown: the steps begun while a save was in flight, less
  * the time in mst and the copy, which blocked_per_save_s and copy_s report:
- * what the writes cost the compute beside them), the CPU seconds per save
+ * what the writes cost the compute beside them; work_slowdown_vs_quiet: the
+ * same against the median step of this run with no save in it, robust to a
+ * load that changes between runs), the CPU seconds per save
  * of the process's threads other than the caller's (the library's writer,
  * MPI's: robust to the machine's load),
  * the loop's total, the snapshot bytes of this rank and the peak RSS (the
@@ -157,12 +159,13 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
     int ngrad = (int)(t->allreduce / sizeof(float));
     double *copy = calloc((size_t)t->steps, sizeof *copy);
     double *work = calloc((size_t)t->steps, sizeof *work); /* steps begun in flight */
-    int nwork = 0;
+    double *quiet = calloc((size_t)t->steps, sizeof *quiet); /* steps with no save in them */
+    int nwork = 0, nquiet = 0;
     double *bbeg = calloc((size_t)t->steps, sizeof *bbeg);
     flight = calloc((size_t)t->steps, sizeof *flight);
     blocked = calloc((size_t)t->steps, sizeof *blocked);
     span = calloc((size_t)t->steps, sizeof *span);
-    if (!step_s || !flight || !blocked || !span || !copy || !bbeg || !work)
+    if (!step_s || !flight || !blocked || !span || !copy || !bbeg || !work || !quiet)
         return 1;
     double cpu_others = 0;
     MPI_Barrier(t->comm);
@@ -244,6 +247,8 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
             flight[nflight++] = step_s[s];
         if (began_in_flight) /* its compute ran beside the writes */
             work[nwork++] = step_s[s] - aside;
+        else if (!touched)
+            quiet[nquiet++] = step_s[s];
     }
     t_loop = now() - t_loop;
     if (w) {
@@ -258,13 +263,13 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
         double st_med = median(step_s, t->steps), fl_med = median(flight, nflight);
         double bl_med = median(blocked, nsaves), sp_med = median(span, nsaves);
         double cp_med = median(copy, nsaves), bb_med = median(bbeg, nsaves);
-        double wk_med = median(work, nwork);
-        double v[9] = {st_med, fl_med,  bl_med, sp_med,
+        double wk_med = median(work, nwork), qu_med = median(quiet, nquiet);
+        double v[10] = {st_med, fl_med,  bl_med, sp_med,
                        t_loop, cp_med,  bb_med, wk_med,
-                       nsaves ? cpu_others / nsaves : 0};
+                       nsaves ? cpu_others / nsaves : 0, qu_med};
         long rss = peak_rss_kib();
         uint64_t snap = mode == T_SNAPSHOT ? (uint64_t)NT * (uint64_t)t->nparam * 4 : 0;
-        MPI_Allreduce(MPI_IN_PLACE, v, 9, MPI_DOUBLE, MPI_MAX, t->comm);
+        MPI_Allreduce(MPI_IN_PLACE, v, 10, MPI_DOUBLE, MPI_MAX, t->comm);
         MPI_Allreduce(MPI_IN_PLACE, &rss, 1, MPI_LONG, MPI_MAX, t->comm);
         if (t->rank == 0 && mode != T_NONE)
             fprintf(out,
@@ -277,13 +282,15 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
                     "\"blocked_per_save_s\": %.4f, \"begin_s\": %.4f, "
                     "\"save_span_s\": %.4f, \"total_s\": %.3f, \"snapshot_bytes_rank\": %llu, "
                     "\"host_copy\": %d, \"copy_s\": %.4f, \"peak_rss_kib\": %ld, "
-                    "\"other_threads_cpu_per_save_s\": %.4f, \"round\": %d, "
+                    "\"other_threads_cpu_per_save_s\": %.4f, \"step_quiet_median_s\": %.4f, "
+                    "\"work_slowdown_vs_quiet\": %.4f, \"round\": %d, "
                     "\"failed\": %d}\n",
                     mode_names[mode], t->size, (unsigned long long)t->size_total, t->fsync,
                     t->steps, t->every, nsaves, ref_step, v[0], v[1], nflight,
                     ref_step > 0 ? v[1] / ref_step - 1 : 0, v[7], nwork,
                     ref_step > 0 && nwork ? v[7] / ref_step - 1 : 0, v[2], v[6], v[3], v[4],
-                    (unsigned long long)snap, t->host_copy, v[5], rss, v[8], t->round, failed);
+                    (unsigned long long)snap, t->host_copy, v[5], rss, v[8], v[9],
+                    v[9] > 0 && nwork ? v[7] / v[9] - 1 : 0, t->round, failed);
         else if (t->rank == 0)
             fprintf(out,
                     "{\"bench\": \"train\", \"mode\": \"none\", \"ranks\": %d, \"steps\": %d, "
@@ -301,6 +308,7 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
     free(copy);
     free(bbeg);
     free(work);
+    free(quiet);
     return failed;
 }
 
