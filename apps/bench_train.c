@@ -3,9 +3,11 @@
  *
  *   mpirun -np N mst-bench train -o FILE [--size BYTES] [--steps S] [--every K]
  *          [--compute-ms C] [--allreduce BYTES] [--modes LIST] [--no-fsync]
+ *          [--host-copy] [--rounds R] [--hint KEY=VALUE]...
  *
  * Each rank holds --size / N bytes of F32 parameters in 8 tensors. A step is
- * a fixed amount of compute (calibrated once to about C ms on an idle rank),
+ * a fixed amount of compute (calibrated once to about C ms on an idle core:
+ * the fastest of 5 timings, the largest count over the ranks),
  * an MPI_Allreduce of --allreduce bytes (the gradients) and an optimizer
  * update that adds to every parameter. The modes (each a run of S steps):
  *   none      no save: the step time of reference;
@@ -21,10 +23,21 @@
  * device-to-host copy, timed as copy_s, not counted as blocked in mst) and
  * saves those, which training does not touch until the next save: then split
  * without snapshot ends as soon as test says done (or before the next copy),
- * as snapshot does.
+ * as snapshot does. The host buffers are touched once at start, as a real
+ * loop's pinned buffers are. --rounds R: the modes R times in turn, each
+ * round with its own reference ("round" in the JSON); --hint: an MPI_Info
+ * key of the writers (e.g. mst_split_direct=0).
  * One JSON line per mode: blocked seconds per save (the caller inside mst:
  * commit, or begin + test + end), the save's span (begin to end returned),
- * the median step time with a save in flight against the median of "none",
+ * the median step time with a save in flight against the median of "none"
+ * (step_slowdown: every step with a save in it, the copy and the time in mst
+ * included; work_slowdown: the steps begun while a save was in flight, less
+ * the time in mst and the copy, which blocked_per_save_s and copy_s report:
+ * what the writes cost the compute beside them; work_slowdown_vs_quiet: the
+ * same against the median step of this run with no save in it, robust to a
+ * load that changes between runs), the CPU seconds per save
+ * of the process's threads other than the caller's (the library's writer,
+ * MPI's: robust to the machine's load),
  * the loop's total, the snapshot bytes of this rank and the peak RSS (the
  * snapshot mode's MPI_Allreduce of test's flag, which a real loop would fold
  * into its own, is not counted as blocked); all
@@ -61,6 +74,8 @@ typedef struct train {
     float *params[NT];
     float *host[NT]; /* --host-copy: the host copies saved (params are "on the device") */
     int host_copy;
+    int round;
+    MPI_Info hints; /* --hint KEY=VALUE: the writers' info */
     int64_t nparam; /* elements per tensor */
     float *grad;
 } train;
@@ -99,7 +114,7 @@ static double median(double *v, int n)
 static int open_save(train *t, mst_writer **w)
 {
     char name[48];
-    int rc = mst_writer_open(w, t->comm, t->out, MPI_INFO_NULL);
+    int rc = mst_writer_open(w, t->comm, t->out, t->hints);
     if (rc != MST_OK)
         return rc;
     mst_writer_set_fsync(*w, t->fsync);
@@ -118,6 +133,15 @@ static void update(train *t)
             t->params[k][i] += 1e-3f * t->grad[i % 1024];
 }
 
+/* CPU seconds of the process (RUSAGE_SELF) or of the calling thread. */
+static double cpu_s(int who)
+{
+    struct rusage ru;
+    getrusage(who, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           1e-6 * (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
 static long peak_rss_kib(void)
 {
     struct rusage ru;
@@ -134,16 +158,22 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
     mst_writer *w = NULL;
     int ngrad = (int)(t->allreduce / sizeof(float));
     double *copy = calloc((size_t)t->steps, sizeof *copy);
+    double *work = calloc((size_t)t->steps, sizeof *work); /* steps begun in flight */
+    double *quiet = calloc((size_t)t->steps, sizeof *quiet); /* steps with no save in them */
+    int nwork = 0, nquiet = 0;
     double *bbeg = calloc((size_t)t->steps, sizeof *bbeg);
     flight = calloc((size_t)t->steps, sizeof *flight);
     blocked = calloc((size_t)t->steps, sizeof *blocked);
     span = calloc((size_t)t->steps, sizeof *span);
-    if (!step_s || !flight || !blocked || !span || !copy || !bbeg)
+    if (!step_s || !flight || !blocked || !span || !copy || !bbeg || !work || !quiet)
         return 1;
+    double cpu_others = 0;
     MPI_Barrier(t->comm);
+    cpu_others = cpu_s(RUSAGE_SELF) - cpu_s(RUSAGE_THREAD);
     t_loop = now();
     for (int s = 0; s < t->steps && !failed; s++) {
-        double t0 = now(), tb;
+        double t0 = now(), tb, aside = 0; /* aside: in mst, or the host copy */
+        int began_in_flight = in_flight;
         /* a save every K steps, each with K steps to finish inside the loop */
         int save_now = s % t->every == t->every / 2 && s + t->every <= t->steps, done = 0;
         int touched = in_flight || (save_now && mode != T_NONE); /* a save in this step */
@@ -158,6 +188,7 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
                 /* the loop's own agreement (a real one folds the flag into
                  * its gradient allreduce): not time blocked in mst */
                 blocked_now += now() - tb;
+                aside += now() - tb;
                 MPI_Allreduce(MPI_IN_PLACE, &done, 1, MPI_INT, MPI_MIN, t->comm);
                 tb = now();
             }
@@ -172,6 +203,7 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
                 span[nsaves - 1] = now() - t_begin;
             }
             blocked_now += now() - tb;
+            aside += now() - tb;
             if (!in_flight)
                 blocked[nsaves - 1] = blocked_now;
         }
@@ -183,6 +215,7 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
                 for (int k = 0; k < NT; k++)
                     memcpy(t->host[k], t->params[k], (size_t)t->nparam * 4);
                 copy[nsaves] = now() - tb;
+                aside += copy[nsaves];
                 tb = now();
             }
             if (open_save(t, &w) != MST_OK) {
@@ -212,21 +245,31 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
         step_s[s] = now() - t0;
         if (touched)
             flight[nflight++] = step_s[s];
+        if (began_in_flight) /* its compute ran beside the writes */
+            work[nwork++] = step_s[s] - aside;
+        else if (!touched)
+            quiet[nquiet++] = step_s[s];
     }
     t_loop = now() - t_loop;
     if (w) {
         mst_writer_commit_end(w);
         mst_writer_free(&w);
     }
+    /* the CPU of the process's other threads (the library's, MPI's) in the
+     * loop: what the writes took from the cores, whatever the load */
+    cpu_others = cpu_s(RUSAGE_SELF) - cpu_s(RUSAGE_THREAD) - cpu_others;
     MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, t->comm);
     {
         double st_med = median(step_s, t->steps), fl_med = median(flight, nflight);
         double bl_med = median(blocked, nsaves), sp_med = median(span, nsaves);
         double cp_med = median(copy, nsaves), bb_med = median(bbeg, nsaves);
-        double v[7] = {st_med, fl_med, bl_med, sp_med, t_loop, cp_med, bb_med};
+        double wk_med = median(work, nwork), qu_med = median(quiet, nquiet);
+        double v[10] = {st_med, fl_med,  bl_med, sp_med,
+                       t_loop, cp_med,  bb_med, wk_med,
+                       nsaves ? cpu_others / nsaves : 0, qu_med};
         long rss = peak_rss_kib();
         uint64_t snap = mode == T_SNAPSHOT ? (uint64_t)NT * (uint64_t)t->nparam * 4 : 0;
-        MPI_Allreduce(MPI_IN_PLACE, v, 7, MPI_DOUBLE, MPI_MAX, t->comm);
+        MPI_Allreduce(MPI_IN_PLACE, v, 10, MPI_DOUBLE, MPI_MAX, t->comm);
         MPI_Allreduce(MPI_IN_PLACE, &rss, 1, MPI_LONG, MPI_MAX, t->comm);
         if (t->rank == 0 && mode != T_NONE)
             fprintf(out,
@@ -234,19 +277,26 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
                     "\"fsync\": %d, \"steps\": %d, \"every\": %d, \"saves\": %d, "
                     "\"step_ref_s\": %.4f, \"step_median_s\": %.4f, "
                     "\"step_in_flight_median_s\": %.4f, \"steps_in_flight\": %d, "
-                    "\"step_slowdown\": %.4f, \"blocked_per_save_s\": %.4f, \"begin_s\": %.4f, "
+                    "\"step_slowdown\": %.4f, \"step_work_in_flight_median_s\": %.4f, "
+                    "\"steps_work\": %d, \"work_slowdown\": %.4f, "
+                    "\"blocked_per_save_s\": %.4f, \"begin_s\": %.4f, "
                     "\"save_span_s\": %.4f, \"total_s\": %.3f, \"snapshot_bytes_rank\": %llu, "
                     "\"host_copy\": %d, \"copy_s\": %.4f, \"peak_rss_kib\": %ld, "
+                    "\"other_threads_cpu_per_save_s\": %.4f, \"step_quiet_median_s\": %.4f, "
+                    "\"work_slowdown_vs_quiet\": %.4f, \"round\": %d, "
                     "\"failed\": %d}\n",
                     mode_names[mode], t->size, (unsigned long long)t->size_total, t->fsync,
                     t->steps, t->every, nsaves, ref_step, v[0], v[1], nflight,
-                    ref_step > 0 ? v[1] / ref_step - 1 : 0, v[2], v[6], v[3], v[4],
-                    (unsigned long long)snap, t->host_copy, v[5], rss, failed);
+                    ref_step > 0 ? v[1] / ref_step - 1 : 0, v[7], nwork,
+                    ref_step > 0 && nwork ? v[7] / ref_step - 1 : 0, v[2], v[6], v[3], v[4],
+                    (unsigned long long)snap, t->host_copy, v[5], rss, v[8], v[9],
+                    v[9] > 0 && nwork ? v[7] / v[9] - 1 : 0, t->round, failed);
         else if (t->rank == 0)
             fprintf(out,
                     "{\"bench\": \"train\", \"mode\": \"none\", \"ranks\": %d, \"steps\": %d, "
-                    "\"step_median_s\": %.4f, \"total_s\": %.3f, \"peak_rss_kib\": %ld}\n",
-                    t->size, t->steps, v[0], v[4], rss);
+                    "\"step_median_s\": %.4f, \"total_s\": %.3f, \"peak_rss_kib\": %ld, "
+                    "\"round\": %d}\n",
+                    t->size, t->steps, v[0], v[4], rss, t->round);
         fflush(out);
         if (mode == T_NONE)
             t->ref_step = v[0]; /* the reference for the others */
@@ -257,6 +307,8 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
     free(span);
     free(copy);
     free(bbeg);
+    free(work);
+    free(quiet);
     return failed;
 }
 
@@ -278,7 +330,7 @@ static uint64_t parse_bytes(const char *s)
 int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
 {
     train t;
-    int modes[T_MODES] = {1, 1, 1, 1}, failed = 0;
+    int modes[T_MODES] = {1, 1, 1, 1}, failed = 0, rounds = 1;
     memset(&t, 0, sizeof t);
     t.comm = comm;
     MPI_Comm_rank(comm, &t.rank);
@@ -289,6 +341,7 @@ int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
     t.every = 10;
     t.fsync = 1;
     t.compute_ms = 300;
+    t.hints = MPI_INFO_NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if ((!strcmp(a, "-o") || !strcmp(a, "--out")) && v)
@@ -307,6 +360,20 @@ int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
             t.fsync = 0;
         else if (!strcmp(a, "--host-copy"))
             t.host_copy = 1;
+        else if (!strcmp(a, "--rounds") && v)
+            rounds = atoi(v), i++;
+        else if (!strcmp(a, "--hint") && v && strchr(v, '=') && v[0] != '=') {
+            char key[256];
+            size_t kl = (size_t)(strchr(v, '=') - v);
+            if (kl >= sizeof key)
+                kl = sizeof key - 1;
+            memcpy(key, v, kl);
+            key[kl] = 0;
+            if (t.hints == MPI_INFO_NULL)
+                MPI_Info_create(&t.hints);
+            MPI_Info_set(t.hints, key, strchr(v, '=') + 1);
+            i++;
+        }
         else if (!strcmp(a, "--modes") && v) {
             char buf[256], *tok, *save = NULL;
             memset(modes, 0, sizeof modes);
@@ -323,11 +390,12 @@ int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
             return 2;
         }
     }
-    if (!t.out || t.steps < 2 || t.every < 1 || t.allreduce < sizeof(float)) {
+    if (!t.out || t.steps < 2 || t.every < 1 || t.allreduce < sizeof(float) || rounds < 1) {
         if (t.rank == 0)
             fprintf(err, "usage: mst-bench train -o FILE [--size BYTES] [--steps S] [--every K] "
                          "[--compute-ms C] [--allreduce BYTES] [--modes none,sync,split,"
-                         "snapshot] [--no-fsync] [--host-copy]\n");
+                         "snapshot] [--no-fsync] [--host-copy] [--rounds R]\n"
+                         "       [--hint KEY=VALUE]...\n");
         return 2;
     }
     t.nparam = (int64_t)(t.size_total / (uint64_t)t.size / NT / 4);
@@ -340,28 +408,41 @@ int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
             fprintf(err, "rank %d: out of memory\n", t.rank);
             return 1;
         }
+        if (t.host_copy) /* a real loop's host buffers are touched once, at start */
+            memset(t.host[k], 0, (size_t)t.nparam * 4);
         for (int64_t i = 0; i < t.nparam; i++)
             t.params[k][i] = (float)(i % 977) * 0.5f + (float)k;
     }
     t.grad = calloc(t.allreduce / sizeof(float) + 1024, sizeof(float));
     if (!t.grad)
         return 1;
-    { /* calibrate: iterations for compute_ms on this rank, the minimum over ranks */
+    { /* calibrate: iterations for compute_ms on an idle core: the fastest of
+       * 5 timings of at least 0.1 s on this rank, the maximum over ranks (one
+       * short timing under load used to give steps of half the length) */
         uint64_t n = 1 << 20;
-        double dt;
+        double dt, best;
         for (;;) {
             double t0 = now();
             compute(n);
             dt = now() - t0;
-            if (dt > 0.05)
+            if (dt > 0.1)
                 break;
             n *= 2;
         }
-        t.iters = (uint64_t)((double)n * t.compute_ms / 1000.0 / dt);
-        MPI_Allreduce(MPI_IN_PLACE, &t.iters, 1, MPI_UINT64_T, MPI_MIN, comm);
+        best = dt;
+        for (int k = 0; k < 4; k++) {
+            double t0 = now();
+            compute(n);
+            dt = now() - t0;
+            if (dt < best)
+                best = dt;
+        }
+        t.iters = (uint64_t)((double)n * t.compute_ms / 1000.0 / best);
+        MPI_Allreduce(MPI_IN_PLACE, &t.iters, 1, MPI_UINT64_T, MPI_MAX, comm);
     }
-    {
+    for (int r = 0; r < rounds && !failed; r++) { /* each round: its own reference */
         double ref = 0;
+        t.round = r;
         for (int m = 0; m < T_MODES && !failed; m++) {
             if (!modes[m])
                 continue;
@@ -377,5 +458,7 @@ int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
         free(t.host[k]);
     }
     free(t.grad);
+    if (t.hints != MPI_INFO_NULL)
+        MPI_Info_free(&t.hints);
     return failed;
 }

@@ -61,11 +61,16 @@
  *   MPI_Info key mst_split_io      split phase's data path: auto (default:
  *                                  mpiio at MPI_THREAD_MULTIPLE, else posix),
  *                                  mpiio or posix (see the split-phase save)
+ *   MPI_Info key mst_split_direct  1 (default): the posix path writes whole
+ *                                  pages with O_DIRECT; 0: through the page
+ *                                  cache (see the split-phase save)
  *   the whole MPI_Info object      passed to MPI_File_open (see mst_writer_open)
  *
  * Threads
  * - mst starts no threads, except one per split-phase save in flight
- *   (mst_writer_commit_begin to _end), which calls MPI (MPI_File_write_at,
+ *   (mst_writer_commit_begin to _end), and, at the end of a split-phase save
+ *   that replaced a file, one on rank 0 that only closes a descriptor of the
+ *   replaced file (see mst_writer_commit_end); the first calls MPI (MPI_File_write_at,
  *   MPI_File_sync on a handle of its own) only when MPI_Query_thread says
  *   MPI_THREAD_MULTIPLE, and no MPI function at all below that level; its
  *   only mutable global state is the cached snapshot memory (see
@@ -404,6 +409,19 @@ MST_API int mst_writer_commit(mst_writer *w);
  *   then bypasses MPI-IO; on file systems where POSIX writes from several
  *   nodes into one file are not coherent, use mst_writer_commit or
  *   MPI_THREAD_MULTIPLE.)
+ *   Direct writes, MPI_Info key "mst_split_direct": "1" (the default) opens
+ *   a second descriptor with O_DIRECT and writes every whole page (4096
+ *   bytes) of the rank's ranges through it, copied 8 MiB at a time into an
+ *   aligned buffer of the thread's own (8 MiB per save in flight); the
+ *   partial pages at a range's ends go through the page cache. Same bytes,
+ *   same fsync; the rank's bytes are not left in the page cache. On this
+ *   project's virtual machine, writing through the page cache took 0.33 s
+ *   of the thread's CPU per 128 MiB (fresh page-cache pages), direct writes
+ *   0.01 s: CPU the application's compute no longer loses while the save is
+ *   in flight. Where the file system refuses O_DIRECT (at the open, or
+ *   EINVAL at a write), the writes go through the page cache. "0": through
+ *   the page cache only. Any other value: MST_ERR_INVALID_ARGUMENT from
+ *   begin on every rank. The mpiio path ignores the key.
  * "auto" (or no key) is the default; "mpiio" below MPI_THREAD_MULTIPLE, or
  * any other value, makes begin fail with MST_ERR_INVALID_ARGUMENT on every
  * rank, before anything is created.
@@ -429,7 +447,12 @@ MST_API int mst_writer_commit(mst_writer *w);
  * - end, on the calling thread: waits for the thread (nothing to wait for
  *   when it finished: then end costs two agreements, the size check, the
  *   rename and, with fsync on, the directory's fsync), closes the handle
- *   (mpiio: MPI_File_close), agrees; rank 0 renames; agreed again.
+ *   (mpiio: MPI_File_close), agrees; rank 0 renames; agreed again. A file
+ *   the save replaces is held open (O_PATH) across the rename and the
+ *   directory's fsync and closed by a short detached thread of the library
+ *   (no MPI call, every signal blocked): the last close frees the old
+ *   file's blocks, which took 0.09 s for 256 MiB on ext4 here, on the
+ *   caller's thread when the rename did it.
  * - If the thread cannot be started (pthread_create fails), end does the
  *   writes and the sync itself, on the calling thread; test then reports done.
  * The handle is opened (begin) and closed (end, mst_writer_free) on the

@@ -12,7 +12,7 @@
  *     then the sync of its handle
  *   end (collective, on the caller's thread):
  *     join -> close -> agree -> commit (rank 0: size check, rename, directory
- *     fsync) -> agree
+ *     fsync; the file replaced is let go on a thread of its own) -> agree
  *
  * The data path, chosen by each rank at begin (hint mst_split_io):
  *   mpiio (default at MPI_THREAD_MULTIPLE): the rank's own handle (begin's
@@ -20,7 +20,11 @@
  *     MPI_File_sync on the thread, mst_io_close by end or mst_writer_free
  *     after the join: opened and closed on the caller's thread;
  *   posix (below MPI_THREAD_MULTIPLE, or asked for): a POSIX descriptor,
- *     pwrite and fsync; the thread makes no MPI call.
+ *     pwrite and fsync; the thread makes no MPI call. Whole pages go through
+ *     a second descriptor opened with O_DIRECT (hint mst_split_direct, on by
+ *     default), from an aligned buffer of the thread's: no page-cache pages
+ *     to allocate and fill, which cost the caller's compute most of a core
+ *     on the virtual machine measured.
  *
  * A rank's pieces are its whole tensors, the replicas it was chosen for and
  * its boxes that are one contiguous byte range of the file: everything that
@@ -43,6 +47,7 @@
 #include <unistd.h>
 
 #include "mst.h"
+#include "mst_async.h"
 #include "mst_box.h"
 #include "mst_buf.h"
 #include "mst_commit.h"
@@ -57,6 +62,12 @@
  * thread within one such write. */
 #define ASYNC_CHUNK ((uint64_t)64 << 20)
 
+/* Direct writes (posix path, hint mst_split_direct): file offsets and
+ * lengths in whole pages, from a page-aligned buffer of the thread's own
+ * (the caller's bytes copied in, DIRECT_BOUNCE at a time). */
+#define DIRECT_ALIGN ((uint64_t)4096)
+#define DIRECT_BOUNCE ((size_t)8 << 20)
+
 typedef struct piece {
     uint64_t offset, len;
     const unsigned char *data;
@@ -67,6 +78,8 @@ typedef struct mst_async {
     pthread_t thread;
     int started;       /* the thread runs (else end does its work) */
     int fd;            /* posix: this rank's descriptor of the temporary file */
+    int dfd;           /* posix, direct: another one, O_DIRECT (else -1) */
+    unsigned char *bounce; /* the thread's aligned buffer for dfd (NULL: buffered only) */
     MPI_File fh;       /* mpiio: this rank's handle of it (MPI_COMM_SELF) */
     int mpiio;         /* the data path: 1 mpiio, 0 posix */
     int lock_fd;       /* rank 0: the ownership lock (mst_temp.h) */
@@ -129,7 +142,26 @@ static void run_writes(mst_async *a)
                 done += n;
                 continue;
             }
-            got = pwrite(a->fd, p->data + done, (size_t)n, (off_t)(p->offset + done));
+            {
+                uint64_t off = p->offset + done;
+                const unsigned char *src = p->data + done;
+                int fd = a->fd;
+                if (a->bounce && off % DIRECT_ALIGN == 0 && n >= DIRECT_ALIGN) {
+                    n = n < DIRECT_BOUNCE ? n - n % DIRECT_ALIGN : DIRECT_BOUNCE;
+                    memcpy(a->bounce, src, (size_t)n);
+                    src = a->bounce;
+                    fd = a->dfd;
+                } else if (a->bounce && off % DIRECT_ALIGN != 0 &&
+                           n > DIRECT_ALIGN - off % DIRECT_ALIGN) {
+                    n = DIRECT_ALIGN - off % DIRECT_ALIGN; /* buffered up to a page */
+                }
+                got = pwrite(fd, src, (size_t)n, (off_t)off);
+                if (got < 0 && errno == EINVAL && fd == a->dfd) {
+                    free(a->bounce); /* no direct I/O here: buffered from now on */
+                    a->bounce = NULL;
+                    continue;
+                }
+            }
             if (got < 0 && errno == EINTR)
                 continue;
             if (got <= 0) {
@@ -163,7 +195,13 @@ out:
 
 static void *thread_main(void *arg)
 {
+    mst_async *a = arg;
+    void *b = NULL;
+    if (a->dfd >= 0 && posix_memalign(&b, DIRECT_ALIGN, DIRECT_BOUNCE) == 0)
+        a->bounce = b;
     run_writes(arg);
+    free(a->bounce);
+    a->bounce = NULL;
     return NULL;
 }
 
@@ -221,6 +259,8 @@ static void async_free(mst_async *a)
         return;
     if (a->fd >= 0)
         close(a->fd);
+    if (a->dfd >= 0)
+        close(a->dfd);
     mst_io_close(&a->fh);
     mst_temp_release(&a->lock_fd);
     free(a->tmp);
@@ -285,77 +325,6 @@ static int check_supported(const mst_writer *w, mst_err *err)
                     mst_quote(q, sizeof q, t->t.name, t->t.name_len, MST_QUOTE_LIMIT), w->rank,
                     mst_box_format(box, sizeof box, ndim, box_start(t), box_count(t)));
         }
-    }
-    return MST_OK;
-}
-
-/* Local. The data path: the hint mst_split_io ("auto", the default: mpiio
- * at MPI_THREAD_MULTIPLE, posix below; "mpiio", refused below
- * MPI_THREAD_MULTIPLE; "posix"). */
-static int choose_path(const mst_writer *w, int *mpiio, mst_err *err)
-{
-    char v[64];
-    int flag = 0, level = MPI_THREAD_SINGLE;
-    if (MPI_Query_thread(&level) != MPI_SUCCESS)
-        level = MPI_THREAD_SINGLE;
-    *mpiio = level == MPI_THREAD_MULTIPLE;
-    if (w->hints == MPI_INFO_NULL ||
-        MPI_Info_get(w->hints, "mst_split_io", (int)sizeof v - 1, v, &flag) != MPI_SUCCESS ||
-        !flag || !strcmp(v, "auto"))
-        return MST_OK;
-    if (!strcmp(v, "posix")) {
-        *mpiio = 0;
-        return MST_OK;
-    }
-    if (strcmp(v, "mpiio") != 0)
-        return mst_err_set(err, MST_ERR_INVALID_ARGUMENT,
-                           "rank %d: hint mst_split_io is \"%.40s\"; expected auto, mpiio or "
-                           "posix",
-                           w->rank, v);
-    if (!*mpiio)
-        return mst_err_set(err, MST_ERR_INVALID_ARGUMENT,
-                           "rank %d: hint mst_split_io=mpiio needs MPI initialised with "
-                           "MPI_THREAD_MULTIPLE (MPI_Query_thread gives %s): the library's "
-                           "thread may call MPI only then",
-                           w->rank, level == MPI_THREAD_SINGLE   ? "MPI_THREAD_SINGLE"
-                                    : level == MPI_THREAD_FUNNELED ? "MPI_THREAD_FUNNELED"
-                                                                   : "MPI_THREAD_SERIALIZED");
-    return MST_OK;
-}
-
-/* Local. The hints mst_snapshot_limit (bytes, decimal; 0 none) and
- * mst_snapshot_cache ("1", the default, or "0"). */
-static int snapshot_limit(const mst_writer *w, uint64_t *limit, int *keep, mst_err *err)
-{
-    char v[64];
-    int flag = 0;
-    *limit = 0;
-    *keep = 1;
-    if (w->hints != MPI_INFO_NULL &&
-        MPI_Info_get(w->hints, "mst_snapshot_cache", (int)sizeof v - 1, v, &flag) ==
-            MPI_SUCCESS &&
-        flag) {
-        if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
-            return mst_err_set(err, MST_ERR_INVALID_ARGUMENT,
-                               "rank %d: hint mst_snapshot_cache is \"%.40s\"; expected 0 or 1",
-                               w->rank, v);
-        *keep = v[0] == '1';
-    }
-    flag = 0;
-    if (w->hints == MPI_INFO_NULL ||
-        MPI_Info_get(w->hints, "mst_snapshot_limit", (int)sizeof v - 1, v, &flag) !=
-            MPI_SUCCESS ||
-        !flag)
-        return MST_OK;
-    {
-        char *end = NULL;
-        unsigned long long n = strtoull(v, &end, 10);
-        if (v[0] < '0' || v[0] > '9' || *end)
-            return mst_err_set(err, MST_ERR_INVALID_ARGUMENT,
-                               "rank %d: hint mst_snapshot_limit is \"%.40s\"; expected a "
-                               "number of bytes",
-                               w->rank, v);
-        *limit = n;
     }
     return MST_OK;
 }
@@ -487,6 +456,10 @@ static void abandon_agreed(mst_writer *w, mst_async *a)
         close(a->fd);
         a->fd = -1;
     }
+    if (a->dfd >= 0) {
+        close(a->dfd);
+        a->dfd = -1;
+    }
     mst_io_close(&a->fh);
     MPI_Barrier(w->comm);
     if (w->rank == 0 && a->tmp)
@@ -505,13 +478,14 @@ static int begin_save(mst_writer *w)
     size_t rlen = 0;
     MPI_File fh = MPI_FILE_NULL;
     mst_async *a = calloc(1, sizeof *a);
-    int snap[2], snap_all[2];
+    int snap[2], snap_all[2], direct = 0;
 
     memset(&g, 0, sizeof g);
     memset(&plan, 0, sizeof plan);
     mst_buf_init(&blob, 0);
     if (a) {
         a->fd = -1;
+        a->dfd = -1;
         a->fh = MPI_FILE_NULL;
         a->lock_fd = -1;
         a->rank = w->rank;
@@ -536,8 +510,9 @@ static int begin_save(mst_writer *w)
     if (local.code == MST_OK && !a)
         mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory", w->rank);
     if (local.code == MST_OK && check_supported(w, &local) == MST_OK &&
-        choose_path(w, &a->mpiio, &local) == MST_OK)
-        snapshot_limit(w, &limit, &a->keep_cache, &local);
+        mst_async_choose_path(w, &a->mpiio, &local) == MST_OK &&
+        mst_async_split_direct(w, &direct, &local) == MST_OK)
+        mst_async_snapshot_limit(w, &limit, &a->keep_cache, &local);
 
     /* 2. Exchange, as mst_save_file. */
     if (local.code == MST_OK) {
@@ -589,6 +564,8 @@ static int begin_save(mst_writer *w)
         mst_err_set(&local, MST_ERR_IO, "rank %d: opening the temporary file %s failed: %s",
                     w->rank, q, strerror(errno));
     } else {
+        if (direct) /* where the file system refuses it, buffered writes */
+            a->dfd = open(a->tmp, O_WRONLY | O_CLOEXEC | O_DIRECT);
         build_pieces(w, a, offsets, &plan, limit, &local);
     }
     free(offsets);
@@ -623,6 +600,7 @@ fail:
     async_free(a);
     return res->code;
 }
+
 
 int mst_writer_set_snapshot(mst_writer *w, int on)
 {
@@ -698,21 +676,31 @@ int mst_writer_commit_end(mst_writer *w)
                         "rank %d: MPI_File_close of the temporary file failed: %s", w->rank,
                         why);
         }
-    } else if (close(a->fd) != 0 && local.code == MST_OK) {
-        mst_err_set(&local, MST_ERR_IO, "rank %d: closing the temporary file failed: %s",
-                    w->rank, strerror(errno));
+    } else {
+        if (close(a->fd) != 0 && local.code == MST_OK)
+            mst_err_set(&local, MST_ERR_IO, "rank %d: closing the temporary file failed: %s",
+                        w->rank, strerror(errno));
+        if (a->dfd >= 0 && close(a->dfd) != 0 && local.code == MST_OK)
+            mst_err_set(&local, MST_ERR_IO,
+                        "rank %d: closing the temporary file (direct) failed: %s", w->rank,
+                        strerror(errno));
     }
     a->fd = -1;
+    a->dfd = -1;
     if (mst_agree(w->comm, &local, &w->last)) {
         abandon_agreed(w, a);
         async_free(a);
         return w->last.code;
     }
 
-    /* 8. Commit (rank 0), as mst_save_write. */
-    if (w->rank == 0 &&
-        mst_commit_rename(a->tmp, a->target, a->expected, w->fsync, &local) != MST_OK)
-        mst_commit_discard(a->tmp);
+    /* 8. Commit (rank 0), as mst_save_write; the file replaced is let go
+     * off the caller's thread (release_later). */
+    if (w->rank == 0) {
+        int old = open(a->target, O_PATH | O_CLOEXEC);
+        if (mst_commit_rename(a->tmp, a->target, a->expected, w->fsync, &local) != MST_OK)
+            mst_commit_discard(a->tmp);
+        mst_async_release_later(old);
+    }
     mst_agree(w->comm, &local, &w->last);
     async_free(a); /* the lock after the rename or the removal */
     return w->last.code;
@@ -730,6 +718,10 @@ void mst_async_abandon(mst_writer *w)
     if (a->fd >= 0) {
         close(a->fd);
         a->fd = -1;
+    }
+    if (a->dfd >= 0) {
+        close(a->dfd);
+        a->dfd = -1;
     }
     mst_io_close(&a->fh); /* after the join: the thread no longer uses it */
     if (w->rank == 0)

@@ -35,6 +35,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -558,6 +561,107 @@ static void case_split_io_hint(void)
     no_temps();
 }
 
+/* The hint mst_split_direct on the posix path: "1" (the default) writes the
+ * pages of a rank's bytes with O_DIRECT, so they are not left in the page
+ * cache (mincore, before anything reads the file); "0" writes through the
+ * page cache; both the same bytes as the commit. A bad value is refused on
+ * every rank. Where the directory refuses O_DIRECT (tmpfs), the default
+ * falls back to buffered writes and only the bytes are checked. */
+static void case_direct_hint(void)
+{
+    char ref[4096], got[4096], target[4096];
+    int64_t n = (int64_t)4 << 20;
+    unsigned char *buf = malloc((size_t)n);
+    int can_direct = 0;
+    MPI_Info hints;
+    mst_writer *w;
+    CHECK(buf != NULL);
+    if (!buf)
+        return;
+    t_fill(buf, 0, (uint64_t)n, "direct");
+    snprintf(ref, sizeof ref, "%s/direct.ref", dir);
+    snprintf(target, sizeof target, "%s/direct_refused.safetensors", dir);
+    if (rank == 0) {
+        char probe[4096];
+        int fd;
+        snprintf(probe, sizeof probe, "%s/direct.probe", dir);
+        fd = open(probe, O_WRONLY | O_CREAT | O_DIRECT, 0600);
+        can_direct = fd >= 0;
+        if (fd >= 0)
+            close(fd);
+        unlink(probe);
+    }
+    w = open_writer(ref, MPI_INFO_NULL);
+    {
+        char name[32];
+        snprintf(name, sizeof name, "d.%d", rank);
+        CHECK_EQ_INT(mst_writer_add(w, name, MST_U8, 1, &n, buf), MST_OK);
+    }
+    CHECK_EQ_INT(mst_writer_commit(w), MST_OK);
+    mst_writer_free(&w);
+    MPI_Info_create(&hints);
+    MPI_Info_set(hints, "mst_split_io", "posix");
+    for (int direct = 0; direct < 2; direct++) {
+        char name[32];
+        size_t pages = 0, resident = 0;
+        if (direct) /* the default */
+            MPI_Info_delete(hints, "mst_split_direct");
+        else
+            MPI_Info_set(hints, "mst_split_direct", "0");
+        snprintf(got, sizeof got, "%s/direct%d.safetensors", dir, direct);
+        w = open_writer(got, hints);
+        snprintf(name, sizeof name, "d.%d", rank);
+        CHECK_EQ_INT(mst_writer_add(w, name, MST_U8, 1, &n, buf), MST_OK);
+        CHECK_EQ_INT(mst_writer_commit_begin(w), MST_OK);
+        CHECK_EQ_INT(mst_writer_commit_end(w), MST_OK);
+        mst_writer_free(&w);
+        if (rank == 0) {
+            int fd = open(got, O_RDONLY);
+            struct stat st;
+            void *m = MAP_FAILED;
+            CHECK(fd >= 0 && fstat(fd, &st) == 0);
+            if (fd >= 0 && st.st_size > 0)
+                m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+            if (m != MAP_FAILED) {
+                long pg = sysconf(_SC_PAGESIZE);
+                unsigned char *vec;
+                pages = ((size_t)st.st_size + (size_t)pg - 1) / (size_t)pg;
+                vec = malloc(pages);
+                CHECK(vec && mincore(m, (size_t)st.st_size, vec) == 0);
+                for (size_t i = 0; vec && i < pages; i++)
+                    resident += vec[i] & 1;
+                free(vec);
+                munmap(m, (size_t)st.st_size);
+            }
+            if (fd >= 0)
+                close(fd);
+            if (direct && can_direct)
+                CHECK_MSG(resident * 4 < pages, "mst_split_direct=1: %zu of %zu pages of the "
+                          "file in the page cache after end", resident, pages);
+            if (!direct)
+                CHECK_MSG(resident * 4 > 3 * pages, "mst_split_direct=0: only %zu of %zu "
+                          "pages of the file in the page cache after end", resident, pages);
+            printf("t_async direct: mst_split_direct=%d: %zu of %zu pages in the page cache "
+                   "after end (O_DIRECT %s here)\n",
+                   direct, resident, pages, can_direct ? "accepted" : "refused");
+        }
+        same_file(ref, got);
+    }
+    put_previous(target);
+    MPI_Info_set(hints, "mst_split_direct", "yes");
+    w = open_writer(target, hints);
+    {
+        char name[32];
+        snprintf(name, sizeof name, "d.%d", rank);
+        CHECK_EQ_INT(mst_writer_add(w, name, MST_U8, 1, &n, buf), MST_OK);
+    }
+    refused(w, target, MST_ERR_INVALID_ARGUMENT,
+            "hint mst_split_direct is \"yes\"; expected 0 or 1");
+    MPI_Info_free(&hints);
+    free(buf);
+    no_temps();
+}
+
 /* ---- timing ----------------------------------------------------------------- */
 
 /* One save of `bytes` per rank (fsync on) to target; split or not. Returns
@@ -667,6 +771,7 @@ int main(int argc, char **argv)
         case_free_in_flight();
         case_refused();
         case_split_io_hint();
+        case_direct_hint();
         MPI_Allreduce(MPI_IN_PLACE, &max_test_s, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
         CHECK_MSG(max_test_s < 0.25, "a call of mst_writer_commit_test took %.4f s",
                   max_test_s);
