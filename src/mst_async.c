@@ -694,13 +694,10 @@ int mst_writer_commit_end(mst_writer *w)
     }
 
     /* 8. Commit (rank 0), as mst_save_write; the file replaced is let go
-     * off the caller's thread (release_later). */
-    if (w->rank == 0) {
-        int old = open(a->target, O_PATH | O_CLOEXEC);
-        if (mst_commit_rename(a->tmp, a->target, a->expected, w->fsync, &local) != MST_OK)
-            mst_commit_discard(a->tmp);
-        mst_async_release_later(old);
-    }
+     * off the caller's thread (mst_commit_rename). */
+    if (w->rank == 0 &&
+        mst_commit_rename(a->tmp, a->target, a->expected, w->fsync, &local) != MST_OK)
+        mst_commit_discard(a->tmp);
     mst_agree(w->comm, &local, &w->last);
     async_free(a); /* the lock after the rename or the removal */
     return w->last.code;

@@ -24,8 +24,4 @@ int mst_async_split_direct(const mst_writer *w, int *direct, mst_err *err);
  * mst_snapshot_cache (*keep). */
 int mst_async_snapshot_limit(const mst_writer *w, uint64_t *limit, int *keep, mst_err *err);
 
-/* Closes fd (>= 0; -1 is ignored) on a detached thread of its own that takes
- * no signal, or here when no thread starts. */
-void mst_async_release_later(int fd);
-
 #endif

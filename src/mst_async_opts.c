@@ -1,10 +1,7 @@
 /*
  * The split-phase save's hints and helpers that need none of its state
- * (mst_async.c): the data path, direct writes, the snapshot's limits, and
- * the replaced file let go off the caller's thread.
+ * (mst_async.c): the data path, direct writes and the snapshot's limits.
  */
-#include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,38 +101,4 @@ int mst_async_snapshot_limit(const mst_writer *w, uint64_t *limit, int *keep, ms
         *limit = n;
     }
     return MST_OK;
-}
-
-/* The file a save replaces is freed by whoever drops its last reference:
- * without a descriptor of it, the rename does, on the caller's thread. On
- * ext4 here that took 0.09 s for a 256 MiB file (its blocks returned), the
- * largest part of end once the writes were done. So end holds it open
- * (O_PATH: no read permission needed, no access time) across the rename and
- * the directory's fsync, and a detached thread of the library, which takes
- * no signal, closes that descriptor; without a thread, end closes it. */
-static void *release_main(void *arg)
-{
-    (void)close((int)(intptr_t)arg); /* a descriptor of nothing to write */
-    return NULL;
-}
-
-void mst_async_release_later(int fd)
-{
-    pthread_attr_t at;
-    pthread_t t;
-    sigset_t all, old;
-    int ok = 0;
-    if (fd < 0)
-        return;
-    if (pthread_attr_init(&at) == 0) {
-        (void)pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-        (void)pthread_attr_setstacksize(&at, (size_t)64 << 10);
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        ok = pthread_create(&t, &at, release_main, (void *)(intptr_t)fd) == 0;
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        pthread_attr_destroy(&at);
-    }
-    if (!ok)
-        (void)close(fd);
 }

@@ -4,6 +4,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,8 +212,8 @@ int mst_commit_sync_dir(const char *dir)
     return rc;
 }
 
-int mst_commit_rename(const char *tmp, const char *path, uint64_t expected_size, int durable,
-                      mst_err *err)
+static int rename_durable(const char *tmp, const char *path, uint64_t expected_size,
+                          int durable, mst_err *err)
 {
     char qt[PATH_QUOTE], qp[PATH_QUOTE], qd[PATH_QUOTE];
     char *dir;
@@ -262,6 +265,53 @@ int mst_commit_rename(const char *tmp, const char *path, uint64_t expected_size,
      * read-only directory descriptor loses nothing and is not a failed save. */
     (void)close(fd);
     return MST_OK;
+}
+
+/* The file a save replaces is freed by whoever drops its last reference:
+ * without a descriptor of it, the rename does, on the caller's thread. On
+ * ext4 here that took 0.09 s for a 256 MiB file (its blocks returned). So it
+ * is held open (O_PATH: no read permission needed, no access time) across the
+ * rename and the directory's fsync, and a detached thread of the library,
+ * which takes no signal and makes no MPI call, closes that descriptor; when
+ * no thread starts, it is closed here. */
+static void *release_main(void *arg)
+{
+    (void)close((int)(intptr_t)arg); /* a descriptor of nothing to write */
+    return NULL;
+}
+
+static void release_later(int fd)
+{
+    pthread_attr_t at;
+    pthread_t t;
+    sigset_t all, old;
+    int ok = 0;
+    if (fd < 0)
+        return;
+    if (pthread_attr_init(&at) == 0) {
+        (void)pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        (void)pthread_attr_setstacksize(&at, (size_t)64 << 10);
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        ok = pthread_create(&t, &at, release_main, (void *)(intptr_t)fd) == 0;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&at);
+    }
+    if (!ok)
+        (void)close(fd);
+}
+
+int mst_commit_rename(const char *tmp, const char *path, uint64_t expected_size, int durable,
+                      mst_err *err)
+{
+#ifdef O_PATH
+    int old = open(path, O_PATH | O_CLOEXEC), rc;
+#else
+    int old = -1, rc;
+#endif
+    rc = rename_durable(tmp, path, expected_size, durable, err);
+    release_later(old);
+    return rc;
 }
 
 void mst_commit_discard(const char *tmp)

@@ -53,7 +53,10 @@ int mst_commit_check_size(const char *tmp, uint64_t expected_size, mst_err *err)
 
 /* Checks the temporary file's size, renames it over path and, with durable,
  * fsyncs the directory (opened before the rename, so that only the fsync can
- * fail once the target is replaced). */
+ * fail once the target is replaced). A file it replaces is held open across
+ * the rename and closed by a short detached thread (no MPI call, no signal),
+ * so that freeing its blocks (0.09 s per 256 MiB on ext4 here) is not the
+ * caller's wait. */
 int mst_commit_rename(const char *tmp, const char *path, uint64_t expected_size, int durable,
                       mst_err *err);
 
