@@ -579,7 +579,11 @@ MST_API const char *mst_writer_error(const mst_writer *w);
  * in rounds one MPI_Alltoallw moves each box's part of each chunk straight
  * into the requester's buffer (derived datatypes on both sides). A tensor
  * every rank wants is read once and sent to all; column blocks are read as
- * whole rows and redistributed.
+ * whole rows and redistributed. A box of at least 256 KiB (or a sixteenth of
+ * the read buffer) whose bytes are one contiguous range of the file, that no
+ * other rank's or its own other boxes overlap and that is not streamed (row
+ * blocks, whole tensors read by one rank) is read by its own rank straight
+ * into its buffer, neighbours in one call: no read buffer, copy or exchange.
  *
  * Memory beyond the caller's buffers: the read buffer of each rank (MPI_Info
  * key "mst_load_buffer", bytes, default MST_LOAD_BUFFER = 4 MiB, the

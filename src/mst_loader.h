@@ -66,6 +66,7 @@ typedef struct ml_box {
     const uint64_t *sb, *cb;
     int owner;
     int stream;
+    int direct;      /* read by its owner straight into its buffer (no chunk) */
     size_t seq;
     size_t file, tensor;
 } ml_box;
@@ -104,6 +105,12 @@ typedef struct ml_plan {
     uint64_t stream_need; /* this rank's largest streamed receive of a round */
 } ml_plan;
 
+/* A box at least this big (or a sixteenth of the read buffer if less) whose
+ * bytes are one contiguous range of its file, that no other box of its
+ * tensor overlaps and that is not streamed is direct: its owner reads it
+ * into its buffer itself, with no read buffer, chunk, round or exchange. */
+#define ML_DIRECT_MIN ((uint64_t)1 << 18)
+
 /* Local. Builds the plan from the gathered table (every rank the same). The
  * loader supplies the files (for the tensors' dims and offsets). 0, or -1
  * (malformed table, out of memory). */
@@ -113,6 +120,10 @@ void ml_plan_free(ml_plan *p);
 
 /* The chunk as a box: cs, cc (nd each). */
 void ml_chunk_box(const ml_group *g, const ml_chunk *c, uint64_t *cs, uint64_t *cc);
+
+/* A direct box's range: its first byte relative to its tensor's, and its
+ * length (its bytes, dense). */
+void ml_box_range(const ml_group *g, const ml_box *b, uint64_t *first, uint64_t *len);
 
 /* Calls emit(ctx, off, len) for the byte ranges of chunk c (offsets within
  * the chunk) that some box of its group needs, in increasing order, adjacent

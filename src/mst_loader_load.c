@@ -190,6 +190,36 @@ static int read_round(mst_loader *l, const ml_plan *p, size_t c0, size_t c1, cha
     return MST_OK;
 }
 
+/* Reads this rank's direct boxes straight into their buffers, in file order;
+ * neighbouring ones (in the file and in memory) become one read. */
+static int read_direct(mst_loader *l, const ml_plan *p, mst_err *err)
+{
+    reader r;
+    memset(&r, 0, sizeof r);
+    r.l = l;
+    r.err = err;
+    for (size_t gi = 0; gi < p->ng; gi++) {
+        const ml_group *g = &p->g[gi];
+        for (size_t b = g->b0; b < g->b1; b++) {
+            const ml_box *x = &p->boxes[b];
+            uint64_t first, len;
+            if (!x->direct || x->owner != l->rank)
+                continue;
+            r.cfile = &l->files[g->file];
+            if (open_file(l, r.cfile, err))
+                return err->code;
+            ml_box_range(g, x, &first, &len);
+            r.cbase = g->offset + first;
+            r.cstage = l->reqs[x->seq].buf;
+            if (emit_read(&r, 0, len))
+                return err->code;
+        }
+    }
+    if (r.len && do_read(&r))
+        return err->code;
+    return MST_OK;
+}
+
 /* ---- the exchange ------------------------------------------------------------------ */
 
 
@@ -280,7 +310,7 @@ static int build_pieces(mst_loader *l, const ml_plan *p, size_t c0, size_t c1, c
         for (size_t b = g->b0; b < g->b1 && rc == MPI_SUCCESS; b++) {
             const ml_box *x = &p->boxes[b];
             MPI_Datatype t;
-            if (x->owner != l->rank && c->dest != l->rank)
+            if (x->direct || (x->owner != l->rank && c->dest != l->rank))
                 continue;
             if (!mst_redist_intersect((size_t)nd, x->sb, x->cb, cs, cc, lo, cnt))
                 continue;
@@ -461,6 +491,7 @@ static int run_rounds(mst_loader *l, const ml_plan *p, mst_err *err)
         rs.rtype = rs.stype + n;
         for (int j = 0; j < n; j++)
             rs.stype[j] = rs.rtype[j] = MPI_BYTE;
+        read_direct(l, p, &local); /* the direct boxes first: no buffer, no exchange */
     }
     if (mst_agree(l->comm, &local, err))
         goto out;

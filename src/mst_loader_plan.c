@@ -75,6 +75,7 @@ static int read_table(ml_plan *p, const uint64_t *tab, size_t len, const ml_file
         b->owner = (int)tab[pos + 2];
         b->seq = (size_t)tab[pos + 3];
         b->stream = (int)tab[pos + 4];
+        b->direct = 0;
         b->sb = tab + pos + ML_REC_FIXED;
         b->cb = b->sb + nd;
         pos += ML_REC_FIXED + 2 * nd;
@@ -119,6 +120,85 @@ static int make_groups(ml_plan *p, const ml_file *files)
         p->g[ng - 1].b1 = i + 1;
     }
     p->ng = ng;
+    return 0;
+}
+
+/* The first byte of box b (relative to its tensor), the byte after its last
+ * one, and whether the bytes between are exactly the box's (contiguous). */
+static int box_span(const ml_group *g, const ml_box *b, uint64_t *lo, uint64_t *hi)
+{
+    uint64_t stride = 1, a = 0, e = 0;
+    int k = g->nd - 1, contiguous = 1;
+    for (int d = g->nd - 1; d >= 0; d--) {
+        a += b->sb[d] * stride;
+        e += (b->sb[d] + b->cb[d] - 1) * stride;
+        stride *= g->gbv[d];
+    }
+    *lo = a;
+    *hi = e + 1;
+    while (k > 0 && b->cb[k] == g->gbv[k])
+        k--;
+    for (int d = 0; d < k; d++)
+        contiguous &= b->cb[d] == 1;
+    return contiguous;
+}
+
+void ml_box_range(const ml_group *g, const ml_box *b, uint64_t *first, uint64_t *len)
+{
+    uint64_t hi;
+    box_span(g, b, first, &hi);
+    *len = hi - *first;
+}
+
+typedef struct span {
+    uint64_t lo, hi;
+    size_t box;
+} span;
+
+static int cmp_span(const void *x, const void *y)
+{
+    const span *s = x, *t = y;
+    if (s->lo != t->lo)
+        return (s->lo > t->lo) - (s->lo < t->lo);
+    return (s->box > t->box) - (s->box < t->box);
+}
+
+/* Marks the direct boxes (ML_DIRECT_MIN, or a sixteenth of a smaller read
+ * buffer): a box is compared with the spans
+ * (first to last byte) of the other non-empty boxes of its tensor. */
+static int mark_direct(ml_plan *p, uint64_t buffer)
+{
+    size_t most = 0;
+    uint64_t least = buffer / 16 < ML_DIRECT_MIN ? buffer / 16 : ML_DIRECT_MIN;
+    span *s;
+    for (size_t gi = 0; gi < p->ng; gi++)
+        if (p->g[gi].b1 - p->g[gi].b0 > most)
+            most = p->g[gi].b1 - p->g[gi].b0;
+    if (!(s = malloc((most ? most : 1) * sizeof *s)))
+        return -1;
+    for (size_t gi = 0; gi < p->ng; gi++) {
+        const ml_group *g = &p->g[gi];
+        size_t n = 0;
+        uint64_t reach = 0;
+        for (size_t b = g->b0; b < g->b1; b++)
+            if (volume(g->nd, p->boxes[b].cb) > 0) {
+                box_span(g, &p->boxes[b], &s[n].lo, &s[n].hi);
+                s[n++].box = b;
+            }
+        if (n > 1)
+            qsort(s, n, sizeof *s, cmp_span);
+        for (size_t i = 0; i < n; i++) {
+            ml_box *x = &p->boxes[s[i].box];
+            uint64_t lo, hi;
+            if (!x->stream && (i == 0 || reach <= s[i].lo) &&
+                (i + 1 == n || s[i + 1].lo >= s[i].hi) && volume(g->nd, x->cb) >= least &&
+                box_span(g, x, &lo, &hi))
+                x->direct = 1;
+            if (s[i].hi > reach)
+                reach = s[i].hi;
+        }
+    }
+    free(s);
     return 0;
 }
 
@@ -173,7 +253,9 @@ static int cut(ml_plan *p, int nranks, int me, uint64_t buffer)
                 ml_chunk_box(g, &c, cs, cc);
                 /* does a box need it; the streamed bytes per owner */
                 for (size_t b = g->b0; b < g->b1; b++)
-                    if (mst_redist_intersect((size_t)g->nd, p->boxes[b].sb, p->boxes[b].cb, cs, cc, lo, cnt))
+                    if (!p->boxes[b].direct &&
+                        mst_redist_intersect((size_t)g->nd, p->boxes[b].sb, p->boxes[b].cb, cs,
+                                             cc, lo, cnt))
                         needed = 1;
                 if (!needed)
                     continue;
@@ -238,7 +320,7 @@ int ml_plan_build(ml_plan *p, const uint64_t *tab, size_t len, const ml_file *fi
                   size_t nfiles, int nranks, int me, uint64_t buffer)
 {
     memset(p, 0, sizeof *p);
-    if (read_table(p, tab, len, files, nfiles) || make_groups(p, files) ||
+    if (read_table(p, tab, len, files, nfiles) || make_groups(p, files) || mark_direct(p, buffer) ||
         cut(p, nranks, me, buffer)) {
         ml_plan_free(p);
         return -1;
@@ -277,7 +359,8 @@ int ml_chunk_needs(const ml_plan *p, const ml_chunk *c, ml_emit_fn emit, void *c
     }
     bcnt = blo + nb * (size_t)nd;
     for (size_t b = g->b0; b < g->b1; b++) {
-        if (!mst_redist_intersect((size_t)nd, p->boxes[b].sb, p->boxes[b].cb, cs, cc, lo, cnt))
+        if (p->boxes[b].direct ||
+            !mst_redist_intersect((size_t)nd, p->boxes[b].sb, p->boxes[b].cb, cs, cc, lo, cnt))
             continue;
         if (volume(nd, cnt) == c->bytes) { /* one box covers the chunk */
             free(blo);
