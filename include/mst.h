@@ -53,7 +53,7 @@
  *   mst_writer_set_checksums       off; on: "mst.crc32" in the header (see
  *                                  "Checksums" at the end)
  *   MPI_Info key mst_strided_writes  "redistribute" (default) or "collective"
- *   MPI_Info key mst_redist_buffer   bytes; default min(staging, 512 KiB)
+ *   MPI_Info key mst_redist_buffer   bytes; default min(staging, 1 MiB)
  *   mst_writer_set_snapshot        off; split-phase saves only (see there)
  *   MPI_Info key mst_snapshot_limit  bytes per rank; default none
  *   MPI_Info key mst_snapshot_cache  1 (default): the snapshot's memory is
@@ -137,7 +137,7 @@ typedef struct mst_writer mst_writer;
  * - "mst_redist_buffer": bytes (decimal digits, at least 1), in all, of the
  *   two buffers (half each) through which a rank receives and writes other
  *   ranks' parts of strided boxes. Default: the staging size
- *   (mst_writer_set_staging) up to 512 KiB. Ranks may differ: the smallest
+ *   (mst_writer_set_staging) up to 1 MiB. Ranks may differ: the smallest
  *   value over the ranks is used, at most 2 GiB. Unused with "collective".
  *   Set, it is also the bytes per round in which the small tensors (under
  *   64 KiB) of several ranks are gathered to their writers (default 8 MiB).
@@ -282,7 +282,7 @@ MST_API int mst_writer_add_slice_stream(mst_writer *w, const char *name, mst_dty
  * MST_ERR_INVALID_ARGUMENT and the size is unchanged). It is allocated at the
  * commit only when this rank streams, and never larger than its largest
  * streamed tensor. It also caps this rank's default redistribution buffer
- * (hint mst_redist_buffer): min(staging, 512 KiB). Ranks may use different
+ * (hint mst_redist_buffer): min(staging, 1 MiB). Ranks may use different
  * sizes. MST_ERR_STATE after the commit.
  */
 #define MST_DEFAULT_STAGING ((size_t)64 << 20)

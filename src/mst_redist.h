@@ -32,14 +32,16 @@
 
 struct mst_crc_acc;
 
-/* Bytes of the per-rank buffers at most (the staging size, if smaller). 512
- * KiB (two halves of 256 KiB, which stay in a core's cache while they are
- * filled and written): column splits of 8 BF16 [2048, 4096] tensors took
- * 0.06-0.11 s at 4 ranks against 0.12 with 1 MiB, 0.20 with 2, 0.27 with 4
- * and 0.47-0.55 with the earlier 8 MiB (docs/BENCHMARKS.md, issue 19). On a
- * parallel file system the hint mst_redist_buffer can ask for stripe-sized
- * chunks. */
-#define MST_REDIST_BUFFER ((uint64_t)512 << 10)
+/* Bytes of the per-rank buffers at most (the staging size, if smaller): 1
+ * MiB, two halves of 512 KiB. Each round of the redistribution costs an
+ * agreement and an MPI_Alltoallw, so smaller halves mean more rounds; larger
+ * ones leave a core's cache between the exchange that fills them and the
+ * write that empties them. Column splits of 8 BF16 [2048, 4096] tensors,
+ * medians of 6 (docs/BENCHMARKS.md, issue 19): 0.098 / 0.090 / 0.078 /
+ * 0.083 s at 2 ranks with 512 KiB / 1 / 2 / 4 MiB, 0.070 / 0.061 / 0.070 /
+ * 0.080 s at 4 ranks; the earlier 8 MiB took 0.47-0.55 s. On a parallel file
+ * system the hint mst_redist_buffer can ask for stripe-sized chunks. */
+#define MST_REDIST_BUFFER ((uint64_t)1 << 20)
 
 /* Collective over comm: rank 0's table to every rank (malloc'd into *tab). */
 int mst_redist_share(MPI_Comm comm, uint64_t **tab, size_t *len, mst_err *err);
