@@ -143,9 +143,14 @@ __attribute__((visibility("default"))) int mst_fault_fired(void) { return fired;
 __attribute__((visibility("default"))) void mst_fault_malloc(size_t size) { malloc_size = size; }
 
 /* ---- open ---- */
-static int after_open(int fd, const char *path)
+/* A descriptor opened with O_PATH is not tracked: the library opens the file
+ * a save replaces that way only to hold it across the rename, and closes it
+ * on a detached thread (mst_commit_rename), whose close may come before or
+ * after the process's exit and whose result is ignored. Its open is counted
+ * (and failed in turn) like any other. */
+static int after_open(int fd, const char *path, int flags)
 {
-    if (fd >= 0 && fd < MAX_FD)
+    if (fd >= 0 && fd < MAX_FD && !(flags & O_PATH))
         tracked[fd] = 1;
     (void)path;
     return fd;
@@ -167,7 +172,7 @@ static int after_open(int fd, const char *path)
             errno = fault_err;                                              \
             return -1;                                                      \
         }                                                                   \
-        return after_open(call, path);                                      \
+        return after_open(call, path, flags);                               \
     }                                                                       \
     return call;
 
@@ -198,7 +203,7 @@ int __open_2(const char *path, int flags)
     (void)mode;
     if (under_dir(path)) {
         if (hit(OP_OPEN, path)) { errno = fault_err; return -1; }
-        return after_open(real_open(path, flags), path);
+        return after_open(real_open(path, flags), path, flags);
     }
     return real_open(path, flags);
 }
