@@ -153,6 +153,7 @@ void ml_box_range(const ml_group *g, const ml_box *b, uint64_t *first, uint64_t 
 typedef struct span {
     uint64_t lo, hi;
     size_t box;
+    int contiguous;
 } span;
 
 static int cmp_span(const void *x, const void *y)
@@ -182,17 +183,15 @@ static int mark_direct(ml_plan *p, uint64_t buffer)
         uint64_t reach = 0;
         for (size_t b = g->b0; b < g->b1; b++)
             if (volume(g->nd, p->boxes[b].cb) > 0) {
-                box_span(g, &p->boxes[b], &s[n].lo, &s[n].hi);
+                s[n].contiguous = box_span(g, &p->boxes[b], &s[n].lo, &s[n].hi);
                 s[n++].box = b;
             }
         if (n > 1)
             qsort(s, n, sizeof *s, cmp_span);
         for (size_t i = 0; i < n; i++) {
             ml_box *x = &p->boxes[s[i].box];
-            uint64_t lo, hi;
-            if (!x->stream && (i == 0 || reach <= s[i].lo) &&
-                (i + 1 == n || s[i + 1].lo >= s[i].hi) && volume(g->nd, x->cb) >= least &&
-                box_span(g, x, &lo, &hi))
+            if (!x->stream && s[i].contiguous && (i == 0 || reach <= s[i].lo) &&
+                (i + 1 == n || s[i + 1].lo >= s[i].hi) && volume(g->nd, x->cb) >= least)
                 x->direct = 1;
             if (s[i].hi > reach)
                 reach = s[i].hi;
