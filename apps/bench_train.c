@@ -3,7 +3,7 @@
  *
  *   mpirun -np N mst-bench train -o FILE [--size BYTES] [--steps S] [--every K]
  *          [--compute-ms C] [--allreduce BYTES] [--modes LIST] [--no-fsync]
- *          [--host-copy] [--rounds R] [--hint KEY=VALUE]...
+ *          [--host-copy] [--reserve] [--rounds R] [--hint KEY=VALUE]...
  *
  * Each rank holds --size / N bytes of F32 parameters in 8 tensors. A step is
  * a fixed amount of compute (calibrated once to about C ms on an idle core:
@@ -25,7 +25,9 @@
  * without snapshot ends as soon as test says done (or before the next copy),
  * as snapshot does. The host buffers are touched once at start, as a real
  * loop's pinned buffers are. --rounds R: the modes R times in turn, each
- * round with its own reference ("round" in the JSON); --hint: an MPI_Info
+ * round with its own reference ("round" in the JSON); --reserve: the
+ * snapshot's memory reserved before the loop (mst_snapshot_reserve), so
+ * that the first snapshot does not pay its first touch; --hint: an MPI_Info
  * key of the writers (e.g. mst_split_direct=0).
  * One JSON line per mode: blocked seconds per save (the caller inside mst:
  * commit, or begin + test + end), the save's span (begin to end returned),
@@ -38,6 +40,17 @@
  * load that changes between runs), the CPU seconds per save
  * of the process's threads other than the caller's (the library's writer,
  * MPI's: robust to the machine's load),
+ * cpus_per_rank: the CPUs the rank's binding lets its threads use (fewest
+ * over the ranks; 1 under Open MPI's default binding at 1-2 ranks: the
+ * library's writer then shares the caller's core);
+ * blocked_first_save_s: the first save's (slowest rank; a snapshot's first
+ * one touches fresh memory unless --reserve);
+ * blocked_critical_per_save_s: per save the least blocked time of the ranks
+ * (that of the rank that came to begin last, which waits for no other: what
+ * the save adds to the loop's critical path; the others' blocked time also
+ * holds their wait for it, the skew of the update and copy between ranks
+ * that the loop's next collective would hold without a save), median over
+ * the saves;
  * the loop's total, the snapshot bytes of this rank and the peak RSS (the
  * snapshot mode's MPI_Allreduce of test's flag, which a real loop would fold
  * into its own, is not counted as blocked); all
@@ -49,6 +62,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -74,7 +88,9 @@ typedef struct train {
     float *params[NT];
     float *host[NT]; /* --host-copy: the host copies saved (params are "on the device") */
     int host_copy;
+    int reserve; /* --reserve: mst_snapshot_reserve before the loop */
     int round;
+    int cpus; /* the CPUs this process may run on (its binding), fewest of the ranks */
     MPI_Info hints; /* --hint KEY=VALUE: the writers' info */
     int64_t nparam; /* elements per tensor */
     float *grad;
@@ -259,6 +275,22 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
      * loop: what the writes took from the cores, whatever the load */
     cpu_others = cpu_s(RUSAGE_SELF) - cpu_s(RUSAGE_THREAD) - cpu_others;
     MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, t->comm);
+    /* the first save's blocked time (the slowest rank: its snapshot's first
+     * touch), and per save the least of the ranks' blocked times: the rank
+     * that came to begin last waits for no other, so its time in mst is what
+     * the save itself adds to the loop's critical path; the others' also
+     * hold the wait for it, which the loop's next collective would hold
+     * without a save (the skew of the update and the copy between ranks) */
+    double first = nsaves ? blocked[0] : 0, critical = 0;
+    double *least = calloc((size_t)t->steps + 1, sizeof *least);
+    if (!least)
+        return 1;
+    memcpy(least, blocked, (size_t)nsaves * sizeof *least);
+    MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_DOUBLE, MPI_MAX, t->comm);
+    if (nsaves)
+        MPI_Allreduce(MPI_IN_PLACE, least, nsaves, MPI_DOUBLE, MPI_MIN, t->comm);
+    critical = median(least, nsaves);
+    free(least);
     {
         double st_med = median(step_s, t->steps), fl_med = median(flight, nflight);
         double bl_med = median(blocked, nsaves), sp_med = median(span, nsaves);
@@ -283,14 +315,16 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
                     "\"save_span_s\": %.4f, \"total_s\": %.3f, \"snapshot_bytes_rank\": %llu, "
                     "\"host_copy\": %d, \"copy_s\": %.4f, \"peak_rss_kib\": %ld, "
                     "\"other_threads_cpu_per_save_s\": %.4f, \"step_quiet_median_s\": %.4f, "
-                    "\"work_slowdown_vs_quiet\": %.4f, \"round\": %d, "
-                    "\"failed\": %d}\n",
+                    "\"work_slowdown_vs_quiet\": %.4f, \"blocked_first_save_s\": %.4f, "
+                    "\"blocked_critical_per_save_s\": %.4f, \"cpus_per_rank\": %d, "
+                    "\"reserved\": %d, \"round\": %d, \"failed\": %d}\n",
                     mode_names[mode], t->size, (unsigned long long)t->size_total, t->fsync,
                     t->steps, t->every, nsaves, ref_step, v[0], v[1], nflight,
                     ref_step > 0 ? v[1] / ref_step - 1 : 0, v[7], nwork,
                     ref_step > 0 && nwork ? v[7] / ref_step - 1 : 0, v[2], v[6], v[3], v[4],
                     (unsigned long long)snap, t->host_copy, v[5], rss, v[8], v[9],
-                    v[9] > 0 && nwork ? v[7] / v[9] - 1 : 0, t->round, failed);
+                    v[9] > 0 && nwork ? v[7] / v[9] - 1 : 0, first, critical, t->cpus,
+                    t->reserve, t->round, failed);
         else if (t->rank == 0)
             fprintf(out,
                     "{\"bench\": \"train\", \"mode\": \"none\", \"ranks\": %d, \"steps\": %d, "
@@ -335,6 +369,12 @@ int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
     t.comm = comm;
     MPI_Comm_rank(comm, &t.rank);
     MPI_Comm_size(comm, &t.size);
+    {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        t.cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+        MPI_Allreduce(MPI_IN_PLACE, &t.cpus, 1, MPI_INT, MPI_MIN, comm);
+    }
     t.size_total = (uint64_t)256 << 20;
     t.allreduce = (uint64_t)1 << 20;
     t.steps = 40;
@@ -360,6 +400,8 @@ int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
             t.fsync = 0;
         else if (!strcmp(a, "--host-copy"))
             t.host_copy = 1;
+        else if (!strcmp(a, "--reserve"))
+            t.reserve = 1;
         else if (!strcmp(a, "--rounds") && v)
             rounds = atoi(v), i++;
         else if (!strcmp(a, "--hint") && v && strchr(v, '=') && v[0] != '=') {
@@ -394,7 +436,7 @@ int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
         if (t.rank == 0)
             fprintf(err, "usage: mst-bench train -o FILE [--size BYTES] [--steps S] [--every K] "
                          "[--compute-ms C] [--allreduce BYTES] [--modes none,sync,split,"
-                         "snapshot] [--no-fsync] [--host-copy] [--rounds R]\n"
+                         "snapshot] [--no-fsync] [--host-copy] [--reserve] [--rounds R]\n"
                          "       [--hint KEY=VALUE]...\n");
         return 2;
     }
@@ -412,6 +454,14 @@ int bench_train_main(int argc, char **argv, MPI_Comm comm, FILE *out, FILE *err)
             memset(t.host[k], 0, (size_t)t.nparam * 4);
         for (int64_t i = 0; i < t.nparam; i++)
             t.params[k][i] = (float)(i % 977) * 0.5f + (float)k;
+    }
+    /* the snapshot's memory faulted in before the loop, as a real loop
+     * would at start-up: this rank's bytes and room for the header */
+    if (t.reserve &&
+        mst_snapshot_reserve((uint64_t)NT * (uint64_t)t.nparam * 4 + ((uint64_t)1 << 20)) !=
+            MST_OK) {
+        fprintf(err, "rank %d: mst_snapshot_reserve failed\n", t.rank);
+        return 1;
     }
     t.grad = calloc(t.allreduce / sizeof(float) + 1024, sizeof(float));
     if (!t.grad)

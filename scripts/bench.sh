@@ -36,8 +36,10 @@
 #              count (checksums.jsonl; paired ratios by run).
 #   train      (only when named in --sections) split-phase saves: mst-bench
 #              train (a loop of compute, allreduce and update, saving every 10
-#              steps) in its modes none, sync, split, snapshot, with fsync, at
-#              each rank count, then again with --host-copy (train.jsonl).
+#              steps, 4 saves) in its modes none, sync, split, snapshot, with
+#              fsync, at each rank count, then again with --host-copy; at 1
+#              rank also with --bind-to none, so that the library's writer has
+#              a core of its own (train.jsonl).
 # Then scripts/bench_summary.py writes RESULTS/summary.md (medians, spread,
 # ratios) and gnuplot draws RESULTS/throughput-fsync.png and -nofsync.png.
 # DIR (default: bench-tmp/ in the repository, on its disk) holds the files
@@ -230,10 +232,16 @@ if want train; then
 : > "$results/train.jsonl"
 for n in $ranks; do
     for r in $(seq "$repeat"); do
-        for hc in "" --host-copy; do
-            echo "train: $n ranks $hc (round $r)" >&2
-            mpiexec -n "$n" "$bench" train -o "$target" --size "$small" --steps 30 --every 10 \
-                --compute-ms 400 $hc >> "$results/train.jsonl"
+        # at 1 rank also unbound: Open MPI binds 1-2 ranks to a core each,
+        # where the library's writer thread shares the caller's core
+        # (cpus_per_rank in the JSON says which)
+        for bind in "" $([ "$n" = 1 ] && echo unbound); do
+            for hc in "" --host-copy; do
+                echo "train: $n ranks $hc $bind (round $r)" >&2
+                mpiexec ${bind:+--bind-to none} -n "$n" "$bench" train -o "$target" \
+                    --size "$small" --steps 50 --every 10 --compute-ms 400 $hc \
+                    >> "$results/train.jsonl"
+            done
         done
     done
 done

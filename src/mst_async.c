@@ -42,7 +42,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -55,6 +54,7 @@
 #include "mst_exchange.h"
 #include "mst_io.h"
 #include "mst_plan.h"
+#include "mst_snapshot.h"
 #include "mst_temp.h"
 #include "mst_writer_impl.h"
 
@@ -92,8 +92,7 @@ typedef struct mst_async {
     size_t npieces;
     unsigned char *header;   /* rank 0: length and header */
     unsigned char *snapshot; /* the copy of this rank's bytes, or NULL */
-    void *snap_map;          /* its mapping (snap_len bytes), or NULL */
-    size_t snap_len;
+    mst_snapmem snap;        /* its memory (mst_snapshot.h) */
     int keep_cache;          /* at the end, the mapping goes to the cache */
     const local_tensor *tensors;
     atomic_int done;   /* the thread finished (release; err readable after join) */
@@ -205,54 +204,6 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-/* The snapshot's memory is kept for the next split-phase save of the
- * process (one mapping, the largest seen; the hint mst_snapshot_cache=0 of a
- * writer returns its mapping at end instead): fresh pages cost a fault each
- * on first touch, which on the virtual machines measured here made a copy
- * into fresh memory 20-50 times slower than into memory touched before. The
- * only state the library keeps between calls; a mutex guards it. */
-static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static void *cache_map;
-static size_t cache_len;
-
-static void snapshot_release(mst_async *a)
-{
-    void *drop = a->snap_map;
-    size_t drop_len = a->snap_len;
-    if (!drop)
-        return;
-    a->snap_map = NULL;
-    if (a->keep_cache) {
-        pthread_mutex_lock(&cache_lock);
-        if (drop_len > cache_len) { /* keep the larger one */
-            void *old = cache_map;
-            size_t old_len = cache_len;
-            cache_map = drop;
-            cache_len = drop_len;
-            drop = old;
-            drop_len = old_len;
-        }
-        pthread_mutex_unlock(&cache_lock);
-    }
-    if (drop)
-        munmap(drop, drop_len);
-}
-
-/* The cached mapping if it holds `len` bytes (taken out of the cache), or NULL. */
-static void *snapshot_cached(size_t len, size_t *got)
-{
-    void *p = NULL;
-    pthread_mutex_lock(&cache_lock);
-    if (cache_map && cache_len >= len) {
-        p = cache_map;
-        *got = cache_len;
-        cache_map = NULL;
-        cache_len = 0;
-    }
-    pthread_mutex_unlock(&cache_lock);
-    return p;
-}
-
 static void async_free(mst_async *a)
 {
     if (!a)
@@ -267,7 +218,7 @@ static void async_free(mst_async *a)
     free(a->target);
     free(a->pieces);
     free(a->header);
-    snapshot_release(a);
+    mst_snapmem_put(&a->snap, a->keep_cache);
     free(a);
 }
 
@@ -329,41 +280,6 @@ static int check_supported(const mst_writer *w, mst_err *err)
     return MST_OK;
 }
 
-/* The snapshot's memory: an anonymous mapping of its own (returned to the
- * system at end, whatever the allocator keeps), aligned to 2 MiB and marked
- * for transparent huge pages: the copy then faults one page in 512 (on a
- * virtual machine here, a 128 MiB copy into fresh 4 KiB pages took 0.7 s,
- * into huge pages 0.03-0.17 s). 0, or -1 when out of memory. */
-#define SNAP_ALIGN ((size_t)2 << 20)
-
-static int snapshot_alloc(mst_async *a, uint64_t bytes)
-{
-    size_t len;
-    uintptr_t at;
-    void *p;
-    if (bytes > SIZE_MAX - 2 * SNAP_ALIGN)
-        return -1;
-    len = (size_t)bytes + SNAP_ALIGN;
-    if (a->keep_cache && (p = snapshot_cached(len, &len)) != NULL) {
-        a->snap_map = p;
-        a->snap_len = len;
-        a->snapshot = (unsigned char *)(((uintptr_t)p + SNAP_ALIGN - 1) &
-                                        ~(uintptr_t)(SNAP_ALIGN - 1));
-        return 0;
-    }
-    p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return -1;
-    at = ((uintptr_t)p + SNAP_ALIGN - 1) & ~(uintptr_t)(SNAP_ALIGN - 1);
-#ifdef MADV_HUGEPAGE
-    (void)madvise((void *)at, len - (at - (uintptr_t)p), MADV_HUGEPAGE); /* a hint */
-#endif
-    a->snap_map = p;
-    a->snap_len = len;
-    a->snapshot = (unsigned char *)at;
-    return 0;
-}
-
 /* Local. The pieces of this rank from its offsets (absolute; MST_PLAN_SKIP
  * nowhere), in file order; with the snapshot, their bytes copied. */
 static int build_pieces(mst_writer *w, mst_async *a, const uint64_t *offsets,
@@ -415,10 +331,11 @@ static int build_pieces(mst_writer *w, mst_async *a, const uint64_t *offsets,
                            "rank %d: the snapshot needs %llu bytes, more than the hint "
                            "mst_snapshot_limit allows (%llu)",
                            w->rank, (unsigned long long)bytes, (unsigned long long)limit);
-    if (snapshot_alloc(a, bytes) != 0)
+    if (mst_snapmem_get(&a->snap, bytes, a->keep_cache) != 0)
         return mst_err_set(err, MST_ERR_NO_MEMORY,
                            "rank %d: out of memory for a snapshot of %llu bytes", w->rank,
                            (unsigned long long)bytes);
+    a->snapshot = a->snap.data;
     {
         unsigned char *at = a->snapshot;
         for (size_t i = 0; i < n; i++) {

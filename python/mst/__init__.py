@@ -35,7 +35,7 @@ import numpy as np
 from . import _lib
 from ._lib import MPI, LibraryNotFound, MPIMismatch
 
-__all__ = ["save", "save_async", "AsyncSave", "load", "load_distributed", "read_header", "Slice", "Replica", "Tensor", "Error",
+__all__ = ["save", "save_async", "snapshot_reserve", "AsyncSave", "load", "load_distributed", "read_header", "Slice", "Replica", "Tensor", "Error",
            "LibraryNotFound", "MPIMismatch", "DTYPES", "version"]
 
 # Error codes: the stable numbers of include/mst.h.
@@ -425,6 +425,22 @@ def save_async(tensors, path, comm=None, metadata=None, snapshot=True, fsync=Tru
         if info != MPI.INFO_NULL:
             info.Free()  # the writer holds its own copy
     return AsyncSave(w, None if snapshot else decls)
+
+
+def snapshot_reserve(nbytes):
+    """Local. Makes the process's cached snapshot memory hold at least nbytes
+    and touches it now, so that the first save_async(snapshot=True) of a
+    training loop copies into memory already faulted in (call it once before
+    the loop with the largest snapshot a rank takes: the bytes it writes).
+    snapshot_reserve(0) returns that memory to the system. Raises mst.Error
+    (ERR_NO_MEMORY) when the memory cannot be mapped. See
+    mst_snapshot_reserve in mst.h."""
+    n = int(nbytes)
+    if n < 0 or n >= 1 << 64:
+        raise ValueError(f"mst.snapshot_reserve: {nbytes!r} is not a byte count")
+    rc = _lib.lib.mst_snapshot_reserve(n)
+    if rc != 0:
+        raise Error(rc, f"mst.snapshot_reserve: cannot map {n} bytes")
 
 
 class AsyncSave:

@@ -262,6 +262,7 @@ _PROTOS = {
     "mst_writer_add_metadata": (ctypes.c_int, [_p, ctypes.c_char_p, ctypes.c_char_p]),
     "mst_writer_commit": (ctypes.c_int, [_p]),
     "mst_writer_set_snapshot": (ctypes.c_int, [_p, ctypes.c_int]),
+    "mst_snapshot_reserve": (ctypes.c_int, [ctypes.c_uint64]),
     "mst_writer_commit_begin": (ctypes.c_int, [_p]),
     "mst_writer_commit_test": (ctypes.c_int, [_p, ctypes.POINTER(ctypes.c_int)]),
     "mst_writer_commit_end": (ctypes.c_int, [_p]),

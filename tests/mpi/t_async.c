@@ -505,6 +505,84 @@ static void case_refused(void)
     free_decls(&d);
 }
 
+/* This process's resident memory in bytes (/proc/self/statm). */
+static long long rss_bytes(void)
+{
+    long long size_pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%lld %lld", &size_pages, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    return resident * sysconf(_SC_PAGESIZE);
+}
+
+/* mst_snapshot_reserve: the memory is resident when it returns, a snapshot
+ * that fits copies into it (begin adds no resident snapshot memory), 0 gives
+ * it back; without it, begin maps and touches a snapshot of its own. */
+static void case_reserve(void)
+{
+    const long long mib = 1 << 20;
+    const int64_t n = 6 << 20; /* F32: 24 MiB */
+    char ref[4096], got[4096], name[64];
+    unsigned char *big = malloc((size_t)n * 4);
+    long long r0, r1;
+    mst_writer *w;
+    CHECK(big != NULL);
+    snprintf(name, sizeof name, "reserve.%d", rank);
+    t_fill(big, 0, (uint64_t)n * 4, name);
+    snprintf(ref, sizeof ref, "%s/reserve_ref.safetensors", dir);
+    w = open_writer(ref, MPI_INFO_NULL);
+    CHECK_EQ_INT(mst_writer_add(w, name, MST_F32, 1, &n, big), MST_OK);
+    CHECK_EQ_INT(mst_writer_commit(w), MST_OK);
+    mst_writer_free(&w);
+
+    CHECK_EQ_INT(mst_snapshot_reserve(0), MST_OK); /* what earlier cases left */
+    r0 = rss_bytes();
+    CHECK_EQ_INT(mst_snapshot_reserve((uint64_t)32 << 20), MST_OK);
+    r1 = rss_bytes();
+    CHECK_MSG(r1 - r0 >= 31 * mib, "rank %d: reserve of 32 MiB: resident +%lld MiB", rank,
+              (r1 - r0) / mib);
+    CHECK_EQ_INT(mst_snapshot_reserve((uint64_t)8 << 20), MST_OK); /* the larger stays */
+    r0 = rss_bytes();
+    CHECK_MSG(llabs(r0 - r1) < 2 * mib, "rank %d: a smaller reserve changed resident memory "
+              "by %lld MiB", rank, (r0 - r1) / mib);
+    CHECK_EQ_INT(mst_snapshot_reserve(UINT64_MAX), MST_ERR_NO_MEMORY);
+
+    for (int reserved = 1; reserved >= 0; reserved--) {
+        long long before, grew;
+        snprintf(got, sizeof got, "%s/reserve%d.safetensors", dir, reserved);
+        if (!reserved) {
+            before = rss_bytes();
+            CHECK_EQ_INT(mst_snapshot_reserve(0), MST_OK);
+            grew = before - rss_bytes();
+            CHECK_MSG(grew >= 31 * mib, "rank %d: reserve(0) returned %lld MiB, not the 32 "
+                      "MiB mapping", rank, grew / mib);
+        }
+        w = open_writer(got, MPI_INFO_NULL);
+        CHECK_EQ_INT(mst_writer_add(w, name, MST_F32, 1, &n, big), MST_OK);
+        CHECK_EQ_INT(mst_writer_set_snapshot(w, 1), MST_OK);
+        before = rss_bytes();
+        CHECK_EQ_INT(mst_writer_commit_begin(w), MST_OK);
+        grew = rss_bytes() - before;
+        /* the thread's aligned buffer (8 MiB, posix path) may be touched */
+        if (reserved)
+            CHECK_MSG(grew < 12 * mib, "rank %d: begin into the reserved memory: resident "
+                      "+%lld MiB", rank, grew / mib);
+        else
+            CHECK_MSG(grew >= 23 * mib, "rank %d: begin without a reserve: resident +%lld "
+                      "MiB, not the 24 MiB snapshot", rank, grew / mib);
+        memset(big, 0xee, (size_t)n * 4); /* the snapshot holds the bytes at begin */
+        CHECK_EQ_INT(mst_writer_commit_end(w), MST_OK);
+        mst_writer_free(&w);
+        t_fill(big, 0, (uint64_t)n * 4, name);
+        same_file(ref, got);
+    }
+    free(big);
+    no_temps();
+}
+
 /* The hint mst_split_io: posix takes no MPI call off the main thread and
  * writes the same bytes; mpiio without MPI_THREAD_MULTIPLE and a bad value
  * are refused on every rank. */
@@ -772,6 +850,7 @@ int main(int argc, char **argv)
         case_refused();
         case_split_io_hint();
         case_direct_hint();
+        case_reserve();
         MPI_Allreduce(MPI_IN_PLACE, &max_test_s, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
         CHECK_MSG(max_test_s < 0.25, "a call of mst_writer_commit_test took %.4f s",
                   max_test_s);

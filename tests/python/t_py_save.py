@@ -410,6 +410,9 @@ def mode_async(outdir):
     mst.save(tensors(), ref, metadata=meta)
     with open(ref, "rb") as f:
         want = f.read() if rank == 0 else None
+    mst.snapshot_reserve(1 << 20)  # the snapshot below copies into it
+    u.expect_error(lambda: mst.snapshot_reserve((1 << 64) - 1), mst.ERR_NO_MEMORY,
+                   "snapshot_reserve", "snapshot_reserve of 2^64 - 1 bytes")
     for snapshot in (True, False):
         t = tensors()
         h = mst.save_async(t, got, metadata=meta, snapshot=snapshot)
@@ -423,6 +426,8 @@ def mode_async(outdir):
         check(h.done(), "save_async: done() never became True")
         h.wait()
         h.wait()  # again: the same outcome
+        if snapshot:
+            mst.snapshot_reserve(0)  # the cached memory back to the system
         if rank == 0:
             u.check_file(got, want, f"save_async snapshot={snapshot}")
         comm.Barrier()
