@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bench_load.h"
@@ -295,6 +296,12 @@ static int drop_cache(const bench_ctx *c)
         }
     }
     MPI_Bcast(&ok, 1, MPI_INT, 0, c->comm);
+    if (ok && c->o->settle > 0) {
+        struct timespec ts;
+        ts.tv_sec = (time_t)c->o->settle;
+        ts.tv_nsec = (long)((c->o->settle - (double)ts.tv_sec) * 1e9);
+        nanosleep(&ts, NULL);
+    }
     return ok;
 }
 
@@ -326,13 +333,14 @@ static void print_load_row(const load_ctx *L, int m, int run, double s, int drop
             "{\"method\":\"%s\",\"ranks\":%d,\"bytes\":%" PRIu64 ",\"tensors\":%" PRIu64
             ",\"mix\":\"%s\",\"dtype\":\"%s\",\"layout\":\"%s\",\"io\":\"%s\",\"run\":%d,"
             "\"seconds\":%.6f,\"gib_per_s\":%.4f,\"open_s\":%.6f,\"bytes_read\":%" PRIu64
-            ",\"bytes_requested\":%" PRIu64 ",\"read_ratio\":%.4f,\"cache_dropped\":%s",
+            ",\"bytes_requested\":%" PRIu64 ",\"read_ratio\":%.4f,\"cache_dropped\":%s"
+            ",\"settle_s\":%.1f",
             bench_method_names[m], c->size, c->total, wl->tensors, bench_mix_names[wl->mix],
             wl->dtype >= 0 ? mst_dtype_name((mst_dtype)wl->dtype) : "mix",
             bench_layout_names[wl->layout], io ? io : "default", run, s,
             s > 0 ? (double)sums[1] / s / (1024.0 * 1024 * 1024) : 0.0, open_s, sums[0],
             sums[1], sums[1] ? (double)sums[0] / (double)sums[1] : 0.0,
-            dropped ? "true" : "false");
+            dropped ? "true" : "false", dropped ? c->o->settle : 0.0);
     for (int k = 0; k < 4; k++) {
         fprintf(out, ",\"%s\":[", keys[k]);
         for (int r = 0; r < c->size; r++)

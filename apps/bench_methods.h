@@ -25,6 +25,7 @@ typedef struct bench_options {
     int checksums; /* --checksums: the method mst with checksums on */
     int no_save;   /* --no-save: the load methods read the existing file */
     int keep_cache; /* --keep-cache: the load methods do not drop the page cache */
+    double settle;  /* --settle S: seconds to wait after the drop, before the run */
     const char *hints[16]; /* --hint KEY=VALUE, for the mst method's MPI_Info */
     int nhints;
 } bench_options;

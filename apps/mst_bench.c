@@ -65,6 +65,10 @@ static void usage(FILE *f)
             "                    with the same --size --tensors --mix --dtype --seed)\n"
             "  --keep-cache      load methods: do not drop the page cache before each run\n"
             "                    (it is dropped when /proc/sys/vm/drop_caches is writable)\n"
+            "  --settle S        load methods: wait S seconds after each drop (a virtual\n"
+            "                    machine may hand the freed memory to its host meanwhile,\n"
+            "                    after which page-cache pages cost a host fault each: every\n"
+            "                    run then starts in the same state)\n"
             "  --size SIZE       total tensor bytes (default 256MiB); suffixes K M G (1000s)\n"
             "                    or KiB MiB GiB (1024s)\n"
             "  --tensors N       number of tensors (default 64)\n"
@@ -224,6 +228,9 @@ static int parse_args(int argc, char **argv, bench_options *o, FILE *err, int ra
             o->fsync = 0;
         } else if (!strcmp(a, "--keep-cache")) {
             o->keep_cache = 1;
+        } else if (!strcmp(a, "--settle")) {
+            bad = !v || (o->settle = atof(v)) < 0;
+            i++;
         } else if (!strcmp(a, "--no-save")) {
             o->no_save = 1;
         } else if (!strcmp(a, "--checksums")) {

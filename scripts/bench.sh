@@ -199,14 +199,18 @@ done
 fi
 
 if want load; then
+settle=5
+[ "$quick" = 1 ] && settle=0
 : > "$results/load.jsonl"
 : > "$results/loadheader.jsonl"
 for n in $ranks; do
     for lay in rows cols; do
         echo "load: $n ranks $lay" >&2
+        # --settle: every run starts after the VM has taken back the memory
+        # the drop freed (docs/BENCHMARKS.md, "The cold-cache bimodality")
         mb "$n" --size "$small" --tensors 32 --dtype BF16 --layout "$lay" --no-fsync \
             --method load,load-raw,load-local,load-scatter --repeat "$repeat" \
-            >> "$results/load.jsonl"
+            --settle "$settle" >> "$results/load.jsonl"
     done
 done
 echo "load: header of $plan_tensors tensors over $max_ranks ranks" >&2
