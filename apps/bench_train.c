@@ -178,10 +178,11 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
     double *quiet = calloc((size_t)t->steps, sizeof *quiet); /* steps with no save in them */
     int nwork = 0, nquiet = 0;
     double *bbeg = calloc((size_t)t->steps, sizeof *bbeg);
+    double *least = calloc((size_t)t->steps, sizeof *least); /* per save, the ranks' least */
     flight = calloc((size_t)t->steps, sizeof *flight);
     blocked = calloc((size_t)t->steps, sizeof *blocked);
     span = calloc((size_t)t->steps, sizeof *span);
-    if (!step_s || !flight || !blocked || !span || !copy || !bbeg || !work || !quiet)
+    if (!step_s || !flight || !blocked || !span || !copy || !bbeg || !work || !quiet || !least)
         return 1;
     double cpu_others = 0;
     MPI_Barrier(t->comm);
@@ -282,15 +283,11 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
      * hold the wait for it, which the loop's next collective would hold
      * without a save (the skew of the update and the copy between ranks) */
     double first = nsaves ? blocked[0] : 0, critical = 0;
-    double *least = calloc((size_t)t->steps + 1, sizeof *least);
-    if (!least)
-        return 1;
     memcpy(least, blocked, (size_t)nsaves * sizeof *least);
     MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_DOUBLE, MPI_MAX, t->comm);
     if (nsaves)
         MPI_Allreduce(MPI_IN_PLACE, least, nsaves, MPI_DOUBLE, MPI_MIN, t->comm);
     critical = median(least, nsaves);
-    free(least);
     {
         double st_med = median(step_s, t->steps), fl_med = median(flight, nflight);
         double bl_med = median(blocked, nsaves), sp_med = median(span, nsaves);
@@ -343,6 +340,7 @@ static int run_mode(train *t, int mode, FILE *out, FILE *err, double ref_step)
     free(bbeg);
     free(work);
     free(quiet);
+    free(least);
     return failed;
 }
 

@@ -70,14 +70,14 @@
  * - mst starts no threads, except one per split-phase save in flight
  *   (mst_writer_commit_begin to _end), and, at the end of a save that
  *   replaced a file, a short detached one on rank 0 that only closes a
- *   descriptor of the replaced file (see mst_writer_commit); the first calls MPI (MPI_File_write_at,
- *   MPI_File_sync on a handle of its own) only when MPI_Query_thread says
- *   MPI_THREAD_MULTIPLE, and no MPI function at all below that level; its
- *   only mutable global state is the cached snapshot memory (see
+ *   descriptor of the replaced file (see mst_writer_commit); the first
+ *   calls MPI (MPI_File_write_at, MPI_File_sync on a handle of its own)
+ *   only when MPI_Query_thread says MPI_THREAD_MULTIPLE, and no MPI
+ *   function at all below that level; its only mutable global state is the cached snapshot memory (see
  *   mst_writer_set_snapshot), guarded by a mutex;
- *   mst_version_*, mst_strerror, mst_dtype_* and mst_snapshot_reserve are safe from any thread at
- *   any time. Reader handles are independent of each other and of MPI (see
- *   mst_reader.h).
+ *   mst_version_*, mst_strerror, mst_dtype_* and mst_snapshot_reserve are
+ *   safe from any thread at any time. Reader handles are independent of
+ *   each other and of MPI (see mst_reader.h).
  * - A writer handle is used by one thread at a time; its error text belongs to
  *   the handle. Fill callbacks run on the thread that calls the commit.
  * - The writer calls MPI only inside mst_writer_open, mst_writer_commit (and

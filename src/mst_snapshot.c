@@ -112,18 +112,11 @@ void mst_snapmem_put(mst_snapmem *m, int keep)
 int mst_snapshot_reserve(uint64_t bytes)
 {
     mst_snapmem m;
-    void *old = NULL;
     long pg = sysconf(_SC_PAGESIZE);
-    size_t old_len = 0, len, page = pg > 0 ? (size_t)pg : 4096;
+    size_t len, page = pg > 0 ? (size_t)pg : 4096;
     if (bytes == 0) { /* return the cache to the system */
-        pthread_mutex_lock(&cache_lock);
-        old = cache_map;
-        old_len = cache_len;
-        cache_map = NULL;
-        cache_len = 0;
-        pthread_mutex_unlock(&cache_lock);
-        if (old)
-            munmap(old, old_len);
+        if (take_cached(&m, 0))
+            mst_snapmem_put(&m, 0);
         return MST_OK;
     }
     if ((len = map_len(bytes)) == 0)
