@@ -190,29 +190,42 @@ static int read_round(mst_loader *l, const ml_plan *p, size_t c0, size_t c1, cha
     return MST_OK;
 }
 
-/* Reads this rank's direct boxes straight into their buffers, in file order;
- * neighbouring ones (in the file and in memory) become one read. */
+/* Reads this rank's direct boxes straight into their buffers, in file order
+ * from a starting point that depends on the rank (rank r of n starts r/n of
+ * the way through its boxes, then wraps), so that the ranks begin in
+ * different parts of the file rather than all reading one region in lock
+ * step; neighbouring boxes (in the file and in memory) become one read.
+ * docs/BENCHMARKS.md, "Where the ranks start reading", has the figures. */
 static int read_direct(mst_loader *l, const ml_plan *p, mst_err *err)
 {
     reader r;
+    size_t mine = 0, first, k = 0;
     memset(&r, 0, sizeof r);
     r.l = l;
     r.err = err;
-    for (size_t gi = 0; gi < p->ng; gi++) {
-        const ml_group *g = &p->g[gi];
-        for (size_t b = g->b0; b < g->b1; b++) {
-            const ml_box *x = &p->boxes[b];
-            uint64_t first, len;
-            if (!x->direct || x->owner != l->rank)
-                continue;
-            r.cfile = &l->files[g->file];
-            if (open_file(l, r.cfile, err))
-                return err->code;
-            ml_box_range(g, x, &first, &len);
-            r.cbase = g->offset + first;
-            r.cstage = l->reqs[x->seq].buf;
-            if (emit_read(&r, 0, len))
-                return err->code;
+    for (size_t b = 0; b < p->nboxes; b++)
+        mine += p->boxes[b].direct && p->boxes[b].owner == l->rank;
+    first = (size_t)((uint64_t)mine * (uint64_t)l->rank / (uint64_t)l->nranks);
+    for (int pass = 0; pass < 2; pass++) {
+        k = 0;
+        for (size_t gi = 0; gi < p->ng; gi++) {
+            const ml_group *g = &p->g[gi];
+            for (size_t b = g->b0; b < g->b1; b++) {
+                const ml_box *x = &p->boxes[b];
+                uint64_t off0, len;
+                if (!x->direct || x->owner != l->rank)
+                    continue;
+                if ((pass == 0) != (k++ >= first))
+                    continue;
+                r.cfile = &l->files[g->file];
+                if (open_file(l, r.cfile, err))
+                    return err->code;
+                ml_box_range(g, x, &off0, &len);
+                r.cbase = g->offset + off0;
+                r.cstage = l->reqs[x->seq].buf;
+                if (emit_read(&r, 0, len))
+                    return err->code;
+            }
         }
     }
     if (r.len && do_read(&r))
