@@ -205,7 +205,8 @@ static int mark_direct(ml_plan *p, uint64_t buffer)
  * takes chunks while its buffer has room; small chunks (whole small
  * tensors) stay with the same reader so that neighbours become one read; a
  * round ends when every reader's buffer is full, or when a rank's streamed
- * receives would pass the buffer. */
+ * receives would pass the buffer. Where no box is streamed, spread() then
+ * gives the readers contiguous stretches instead. */
 static int cut(ml_plan *p, int nranks, int me, uint64_t buffer)
 {
     size_t nc = 0, cap = 0, round = 0;
@@ -315,12 +316,93 @@ static int cut(ml_plan *p, int nranks, int me, uint64_t buffer)
     return 0;
 }
 
+typedef struct order {
+    size_t round;
+    int dest;
+    size_t at;
+} order;
+
+static int cmp_order(const void *x, const void *y)
+{
+    const order *s = x, *t = y;
+    if (s->round != t->round)
+        return (s->round > t->round) - (s->round < t->round);
+    if (s->dest != t->dest)
+        return s->dest - t->dest;
+    return (s->at > t->at) - (s->at < t->at);
+}
+
+/* Gives the readers contiguous stretches of the file instead of turns: the
+ * chunks (in file order) are cut into nranks runs of about equal bytes, rank
+ * r reads the r-th, and a rank's chunks fill its rounds in order. In every
+ * round the ranks then read in different parts of the file, not side by
+ * side (docs/BENCHMARKS.md, "Where the ranks start reading"). Not with a
+ * streamed box, whose bytes must reach the sink in order. */
+static int spread(ml_plan *p, int nranks, int me, uint64_t buffer)
+{
+    uint64_t total = 0, at = 0, *fill;
+    size_t *round;
+    order *o;
+    ml_chunk *c2;
+    int r = 0;
+    for (size_t b = 0; b < p->nboxes; b++)
+        if (p->boxes[b].stream)
+            return 0;
+    if (nranks < 2 || p->nc < 2)
+        return 0;
+    for (size_t i = 0; i < p->nc; i++)
+        total += p->c[i].bytes;
+    fill = calloc((size_t)nranks, sizeof *fill);
+    round = calloc((size_t)nranks, sizeof *round);
+    o = malloc(p->nc * sizeof *o);
+    c2 = malloc(p->nc * sizeof *c2);
+    if (!fill || !round || !o || !c2) {
+        free(fill);
+        free(round);
+        free(o);
+        free(c2);
+        return -1;
+    }
+    p->need = 0;
+    p->rounds = 0;
+    for (size_t i = 0; i < p->nc; i++) {
+        ml_chunk *c = &p->c[i];
+        while (r + 1 < nranks && at >= total / (uint64_t)nranks * (uint64_t)(r + 1))
+            r++;
+        at += c->bytes;
+        if (fill[r] && fill[r] + c->bytes > buffer) {
+            round[r]++;
+            fill[r] = 0;
+        }
+        c->dest = r;
+        c->round = round[r];
+        c->stage = fill[r];
+        fill[r] += c->bytes;
+        if (r == me && fill[r] > p->need)
+            p->need = fill[r];
+        if (round[r] + 1 > p->rounds)
+            p->rounds = round[r] + 1;
+        o[i].round = c->round;
+        o[i].dest = r;
+        o[i].at = i;
+    }
+    qsort(o, p->nc, sizeof *o, cmp_order);
+    for (size_t i = 0; i < p->nc; i++)
+        c2[i] = p->c[o[i].at];
+    free(p->c);
+    p->c = c2;
+    free(fill);
+    free(round);
+    free(o);
+    return 0;
+}
+
 int ml_plan_build(ml_plan *p, const uint64_t *tab, size_t len, const ml_file *files,
                   size_t nfiles, int nranks, int me, uint64_t buffer)
 {
     memset(p, 0, sizeof *p);
     if (read_table(p, tab, len, files, nfiles) || make_groups(p, files) || mark_direct(p, buffer) ||
-        cut(p, nranks, me, buffer)) {
+        cut(p, nranks, me, buffer) || spread(p, nranks, me, buffer)) {
         ml_plan_free(p);
         return -1;
     }
