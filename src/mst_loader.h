@@ -110,6 +110,9 @@ typedef struct ml_plan {
  * tensor overlaps and that is not streamed is direct: its owner reads it
  * into its buffer itself, with no read buffer, chunk, round or exchange. */
 #define ML_DIRECT_MIN ((uint64_t)1 << 18)
+/* The most chunks whose readers are given contiguous stretches of the file
+ * (spread in mst_loader_plan.c); above it they are dealt in turns. */
+#define ML_SPREAD_MAX ((size_t)1 << 16)
 
 /* Local. Builds the plan from the gathered table (every rank the same). The
  * loader supplies the files (for the tensors' dims and offsets). 0, or -1

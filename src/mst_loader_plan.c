@@ -316,20 +316,18 @@ static int cut(ml_plan *p, int nranks, int me, uint64_t buffer)
     return 0;
 }
 
-typedef struct order {
-    size_t round;
-    int dest;
-    size_t at;
-} order;
-
-static int cmp_order(const void *x, const void *y)
+/* Chunk order for spread: by round, reader, then file order (group, first:
+ * the order cut() made them in). */
+static int cmp_spread(const void *x, const void *y)
 {
-    const order *s = x, *t = y;
+    const ml_chunk *s = x, *t = y;
     if (s->round != t->round)
         return (s->round > t->round) - (s->round < t->round);
     if (s->dest != t->dest)
         return s->dest - t->dest;
-    return (s->at > t->at) - (s->at < t->at);
+    if (s->group != t->group)
+        return (s->group > t->group) - (s->group < t->group);
+    return (s->first > t->first) - (s->first < t->first);
 }
 
 /* Gives the readers contiguous stretches of the file instead of turns: the
@@ -337,30 +335,26 @@ static int cmp_order(const void *x, const void *y)
  * r reads the r-th, and a rank's chunks fill its rounds in order. In every
  * round the ranks then read in different parts of the file, not side by
  * side (docs/BENCHMARKS.md, "Where the ranks start reading"). Not with a
- * streamed box, whose bytes must reach the sink in order. */
+ * streamed box, whose bytes must reach the sink in order, nor above
+ * ML_SPREAD_MAX chunks (the sort's copy of the table stays a few MiB; many
+ * chunks are small tensors, which the turns keep together anyway). */
 static int spread(ml_plan *p, int nranks, int me, uint64_t buffer)
 {
     uint64_t total = 0, at = 0, *fill;
     size_t *round;
-    order *o;
-    ml_chunk *c2;
     int r = 0;
     for (size_t b = 0; b < p->nboxes; b++)
         if (p->boxes[b].stream)
             return 0;
-    if (nranks < 2 || p->nc < 2)
+    if (nranks < 2 || p->nc < 2 || p->nc > ML_SPREAD_MAX)
         return 0;
     for (size_t i = 0; i < p->nc; i++)
         total += p->c[i].bytes;
     fill = calloc((size_t)nranks, sizeof *fill);
     round = calloc((size_t)nranks, sizeof *round);
-    o = malloc(p->nc * sizeof *o);
-    c2 = malloc(p->nc * sizeof *c2);
-    if (!fill || !round || !o || !c2) {
+    if (!fill || !round) {
         free(fill);
         free(round);
-        free(o);
-        free(c2);
         return -1;
     }
     p->need = 0;
@@ -382,18 +376,10 @@ static int spread(ml_plan *p, int nranks, int me, uint64_t buffer)
             p->need = fill[r];
         if (round[r] + 1 > p->rounds)
             p->rounds = round[r] + 1;
-        o[i].round = c->round;
-        o[i].dest = r;
-        o[i].at = i;
     }
-    qsort(o, p->nc, sizeof *o, cmp_order);
-    for (size_t i = 0; i < p->nc; i++)
-        c2[i] = p->c[o[i].at];
-    free(p->c);
-    p->c = c2;
+    qsort(p->c, p->nc, sizeof *p->c, cmp_spread);
     free(fill);
     free(round);
-    free(o);
     return 0;
 }
 
