@@ -73,8 +73,9 @@
  *   descriptor of the replaced file (see mst_writer_commit); the first
  *   calls MPI (MPI_File_write_at, MPI_File_sync on a handle of its own)
  *   only when MPI_Query_thread says MPI_THREAD_MULTIPLE, and no MPI
- *   function at all below that level; its only mutable global state is the cached snapshot memory (see
- *   mst_writer_set_snapshot), guarded by a mutex;
+ *   function at all below that level; its only mutable global state is
+ *   the cached snapshot memory (see mst_writer_set_snapshot), guarded by a
+ *   mutex;
  *   mst_version_*, mst_strerror, mst_dtype_* and mst_snapshot_reserve are
  *   safe from any thread at any time. Reader handles are independent of
  *   each other and of MPI (see mst_reader.h).
