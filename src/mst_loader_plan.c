@@ -338,49 +338,42 @@ static int cmp_spread(const void *x, const void *y)
  * streamed box, whose bytes must reach the sink in order, nor above
  * ML_SPREAD_MAX chunks (the sort's copy of the table stays a few MiB; many
  * chunks are small tensors, which the turns keep together anyway). */
-static int spread(ml_plan *p, int nranks, int me, uint64_t buffer)
+static void spread(ml_plan *p, int nranks, int me, uint64_t buffer)
 {
-    uint64_t total = 0, at = 0, *fill;
-    size_t *round;
+    uint64_t total = 0, at = 0, fill = 0; /* fill, round: the current reader's */
+    size_t round = 0;
     int r = 0;
     for (size_t b = 0; b < p->nboxes; b++)
         if (p->boxes[b].stream)
-            return 0;
+            return;
     if (nranks < 2 || p->nc < 2 || p->nc > ML_SPREAD_MAX)
-        return 0;
+        return;
     for (size_t i = 0; i < p->nc; i++)
         total += p->c[i].bytes;
-    fill = calloc((size_t)nranks, sizeof *fill);
-    round = calloc((size_t)nranks, sizeof *round);
-    if (!fill || !round) {
-        free(fill);
-        free(round);
-        return -1;
-    }
     p->need = 0;
     p->rounds = 0;
     for (size_t i = 0; i < p->nc; i++) {
         ml_chunk *c = &p->c[i];
-        while (r + 1 < nranks && at >= total / (uint64_t)nranks * (uint64_t)(r + 1))
-            r++;
+        while (r + 1 < nranks && at >= total / (uint64_t)nranks * (uint64_t)(r + 1)) {
+            r++; /* the next reader's stretch: its own rounds from 0 */
+            fill = 0;
+            round = 0;
+        }
         at += c->bytes;
-        if (fill[r] && fill[r] + c->bytes > buffer) {
-            round[r]++;
-            fill[r] = 0;
+        if (fill && fill + c->bytes > buffer) {
+            round++;
+            fill = 0;
         }
         c->dest = r;
-        c->round = round[r];
-        c->stage = fill[r];
-        fill[r] += c->bytes;
-        if (r == me && fill[r] > p->need)
-            p->need = fill[r];
-        if (round[r] + 1 > p->rounds)
-            p->rounds = round[r] + 1;
+        c->round = round;
+        c->stage = fill;
+        fill += c->bytes;
+        if (r == me && fill > p->need)
+            p->need = fill;
+        if (round + 1 > p->rounds)
+            p->rounds = round + 1;
     }
     qsort(p->c, p->nc, sizeof *p->c, cmp_spread);
-    free(fill);
-    free(round);
-    return 0;
 }
 
 int ml_plan_build(ml_plan *p, const uint64_t *tab, size_t len, const ml_file *files,
@@ -388,10 +381,11 @@ int ml_plan_build(ml_plan *p, const uint64_t *tab, size_t len, const ml_file *fi
 {
     memset(p, 0, sizeof *p);
     if (read_table(p, tab, len, files, nfiles) || make_groups(p, files) || mark_direct(p, buffer) ||
-        cut(p, nranks, me, buffer) || spread(p, nranks, me, buffer)) {
+        cut(p, nranks, me, buffer)) {
         ml_plan_free(p);
         return -1;
     }
+    spread(p, nranks, me, buffer);
     return 0;
 }
 
