@@ -12,7 +12,11 @@
  *   load-raw      plain MPI-IO: every rank reads exactly the byte ranges of its
  *                 boxes (a column block: one read through a strided file view),
  *                 no header parsing (offsets taken untimed beforehand), no
- *                 redistribution: the ceiling.
+ *                 redistribution: the ceiling; the ranges in the order of the
+ *                 bench's pieces (tensor names), so scattered over the file;
+ *   load-raw-file the same reads in file order, rank r of n starting r/n of
+ *                 the way through its ranges and wrapping, as the loader reads
+ *                 its direct boxes: the loader's own order without the loader.
  * The file is saved once through mst first (untimed), or taken as it is with
  * --no-save. Before every run rank 0 tries to drop the page cache. */
 #define _DEFAULT_SOURCE
@@ -35,6 +39,7 @@ typedef struct load_ctx {
     const bench_ctx *c;
     unsigned char *dst;   /* laid out as c->slab */
     uint64_t *file_off;   /* per piece: the file offset of its tensor's data (load-raw) */
+    size_t *file_order;   /* the pieces in load-raw-file's order */
     uint64_t read_bytes;  /* this rank's bytes read from storage */
     double open_s;        /* seconds until the header was known */
 } load_ctx;
@@ -232,7 +237,7 @@ static int read_range(MPI_File fh, uint64_t off, unsigned char *buf, uint64_t le
     return 0;
 }
 
-static int run_raw(load_ctx *L, double t0)
+static int run_raw(load_ctx *L, int m, double t0)
 {
     const bench_ctx *c = L->c;
     MPI_File fh;
@@ -244,7 +249,8 @@ static int run_raw(load_ctx *L, double t0)
     }
     MPI_File_set_errhandler(fh, MPI_ERRORS_RETURN);
     L->open_s = MPI_Wtime() - t0;
-    for (size_t k = 0; k < c->n && !bad; k++) {
+    for (size_t i = 0; i < c->n && !bad; i++) {
+        size_t k = m == M_LOAD_RAW_FILE ? L->file_order[i] : i;
         const piece *p = &c->pieces[k];
         uint64_t at = L->file_off[k] + first_byte(p);
         if (contiguous(p)) {
@@ -315,7 +321,7 @@ static int load_run(load_ctx *L, int m, double t0)
     case M_LOAD_SCATTER:
         return run_scatter(L, t0);
     default:
-        return run_raw(L, t0);
+        return run_raw(L, m, t0);
     }
 }
 
@@ -387,6 +393,35 @@ static int one_load(load_ctx *L, int m, int run, FILE *out, int quiet)
     return any != 0;
 }
 
+static const load_ctx *sort_ctx; /* for by_offset (qsort has no context argument) */
+
+static uint64_t piece_at(const load_ctx *L, size_t k)
+{
+    return L->file_off[k] + first_byte(&L->c->pieces[k]);
+}
+
+static int by_offset(const void *a, const void *b)
+{
+    uint64_t x = piece_at(sort_ctx, *(const size_t *)a);
+    uint64_t y = piece_at(sort_ctx, *(const size_t *)b);
+    return (x > y) - (x < y);
+}
+
+/* Untimed: load-raw-file's order, the pieces sorted by file offset and
+ * rotated to start r/n of the way through (read_direct in the loader). */
+static void order_by_file(load_ctx *L)
+{
+    const bench_ctx *c = L->c;
+    size_t n = c->n, first = (size_t)((uint64_t)n * (uint64_t)c->rank / (uint64_t)c->size);
+    size_t *sorted = L->file_order + n;
+    for (size_t k = 0; k < n; k++)
+        sorted[k] = k;
+    sort_ctx = L;
+    qsort(sorted, n, sizeof *sorted, by_offset);
+    for (size_t i = 0; i < n; i++)
+        L->file_order[i] = sorted[(first + i) % n];
+}
+
 /* Untimed, every rank: the file offset of each of its pieces' tensors. */
 static int find_offsets(load_ctx *L)
 {
@@ -403,6 +438,8 @@ static int find_offsets(load_ctx *L)
         fprintf(c->err, "mst-bench: rank %d: %s: %s\n", c->rank, c->o->out,
                 r ? mst_reader_error(r) : mst_strerror(rc));
     mst_reader_free(&r);
+    if (rc == MST_OK)
+        order_by_file(L);
     return rc != MST_OK;
 }
 
@@ -416,7 +453,8 @@ int bench_load_main(const bench_ctx *c, FILE *out)
     L.c = c;
     L.dst = malloc(c->slab_bytes ? c->slab_bytes : 1);
     L.file_off = calloc(c->n ? c->n : 1, sizeof *L.file_off);
-    status = !L.dst || !L.file_off;
+    L.file_order = calloc(c->n ? 2 * c->n : 1, sizeof *L.file_order);
+    status = !L.dst || !L.file_off || !L.file_order;
     if (status)
         fprintf(c->err, "mst-bench: rank %d: out of memory\n", c->rank);
     MPI_Allreduce(&status, &any, 1, MPI_INT, MPI_MAX, c->comm);
@@ -450,5 +488,6 @@ int bench_load_main(const bench_ctx *c, FILE *out)
         unlink(o->out);
     free(L.dst);
     free(L.file_off);
+    free(L.file_order);
     return status;
 }

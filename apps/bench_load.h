@@ -1,5 +1,6 @@
-/* mst-bench's load methods (load, load-local, load-scatter, load-raw): every
- * rank reads its part of the synthetic checkpoint back, see bench_load.c. */
+/* mst-bench's load methods (load, load-local, load-scatter, load-raw,
+ * load-raw-file): every rank reads its part of the synthetic checkpoint
+ * back, see bench_load.c. */
 #ifndef BENCH_LOAD_H
 #define BENCH_LOAD_H
 

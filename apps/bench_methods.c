@@ -27,7 +27,7 @@
 
 const char *const bench_method_names[M_COUNT] = {
     "mst",     "gather",     "per-rank",     "raw",     "per-rank+consolidate",
-    "mst+crc", "load", "load-local", "load-scatter", "load-raw"};
+    "mst+crc", "load", "load-local", "load-scatter", "load-raw", "load-raw-file"};
 
 /* the next save through mst with checksums (the methods mst+crc, or mst
  * with --checksums) */

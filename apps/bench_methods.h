@@ -13,7 +13,7 @@
 /* M_MST_CRC: mst with checksums (mst_writer_set_checksums), to interleave with M_MST;
  * M_LOAD and after: the load methods (bench_load.c), not to mix with the saves */
 enum { M_MST, M_GATHER, M_PERRANK, M_RAW, M_CONSOLIDATE, M_MST_CRC, M_LOAD, M_LOAD_LOCAL,
-       M_LOAD_SCATTER, M_LOAD_RAW, M_COUNT };
+       M_LOAD_SCATTER, M_LOAD_RAW, M_LOAD_RAW_FILE, M_COUNT };
 extern const char *const bench_method_names[M_COUNT];
 
 typedef struct bench_options {

@@ -26,7 +26,8 @@
 #              splits of 8 BF16 [2048, 4096] tensors, jobs alternated, 5 each
 #              (small.jsonl, small1m.jsonl, smallsplit.jsonl);
 #   load       (only when named in --sections) the parallel loader against
-#              load-raw, load-local and load-scatter, rows and cols, at each rank
+#              load-raw, load-raw-file (the same reads in file order), load-local
+#              and load-scatter, rows and cols, at each rank
 #              count, methods interleaved, the page cache dropped before each run
 #              where /proc/sys/vm/drop_caches is writable; then the header of
 #              1,000,000 tiny tensors (100,000 in --quick) loaded at the largest
@@ -209,7 +210,7 @@ for n in $ranks; do
         # --settle: every run starts after the VM has taken back the memory
         # the drop freed (docs/BENCHMARKS.md, "The cold-cache bimodality")
         mb "$n" --size "$small" --tensors 32 --dtype BF16 --layout "$lay" --no-fsync \
-            --method load,load-raw,load-local,load-scatter --repeat "$repeat" \
+            --method load,load-raw,load-raw-file,load-local,load-scatter --repeat "$repeat" \
             --settle "$settle" >> "$results/load.jsonl"
     done
 done

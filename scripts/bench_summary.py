@@ -175,11 +175,11 @@ def main():
     if ld:
         out.append("### Parallel loader against its baselines (every rank loads its boxes; "
                    "medians [min-max] of GiB/s of bytes requested)\n")
-        lm = ["load", "load-raw", "load-local", "load-scatter"]
+        lm = ["load", "load-raw", "load-raw-file", "load-local", "load-scatter"]
         out.append("| ranks | layout | " + " | ".join(lm) + " | load/raw (paired) | "
-                   "load/local (paired) | load bytes read/requested | load extra MiB (max rank) "
-                   "| cache dropped |")
-        out.append("|---|---|" + "---|" * (len(lm) + 5))
+                   "load/raw-file (paired) | load/local (paired) | load bytes read/requested "
+                   "| load extra MiB (max rank) | cache dropped |")
+        out.append("|---|---|" + "---|" * (len(lm) + 6))
         groups = collections.OrderedDict()
         for r in ld:
             g = groups.setdefault((r["ranks"], r["layout"], r["tensors"]), {})
@@ -189,10 +189,11 @@ def main():
                 return [g[a][k]["gib_per_s"] / g[b][k]["gib_per_s"]
                         for k in g.get(a, {}) if k in g.get(b, {})]
             L = list(g.get("load", {}).values())
-            out.append("| %d | %s | %s | %s | %s | %s | %s | %s |" % (
+            out.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 n, lay, " | ".join(spread([x["gib_per_s"] for x in g.get(m, {}).values()])
                                    for m in lm),
-                spread(pair("load", "load-raw")), spread(pair("load", "load-local")),
+                spread(pair("load", "load-raw")), spread(pair("load", "load-raw-file")),
+                spread(pair("load", "load-local")),
                 "%.4f" % max(x["read_ratio"] for x in L) if L else "-",
                 "%.1f" % med([max(x["extra_mib"]) for x in L]) if L else "-",
                 "yes" if all(x.get("cache_dropped") for x in ld) else "no"))

@@ -242,7 +242,7 @@ def main():
     check(r.returncode == 0 and rows and rows[0]["mix"] == "transformer" and
           rows[0]["tensors"] == 40, "bench transformer mix: %s" % r.stderr)
     # the load methods at 2 ranks (the parallel loader and its baselines), verified
-    loads = ["load", "load-local", "load-scatter", "load-raw"]
+    loads = ["load", "load-local", "load-scatter", "load-raw", "load-raw-file"]
     for layout, extra in (("cols", []), ("rows", ["--no-save"]), ("whole", ["--no-save"])):
         r = mpirun(2, BENCH, "-o", out, "--size", "2MiB", "--tensors", "9", "--dtype", "BF16",
                    "--layout", layout, "--method", ",".join(loads), "--verify", "--no-fsync",
