@@ -5,7 +5,8 @@
  * ("sequential") or in the scattered order 0, 13, 26, 7, ... ("scattered"),
  * the two orders alternated; before each pass the page cache is dropped and
  * the process sleeps 3 s. Prints wall and CPU seconds per pass. Root only.
- *   cc -O2 -o read-order read-order.c && ./read-order FILE ROUNDS */
+ * A third argument "random" first calls posix_fadvise(POSIX_FADV_RANDOM).
+ *   cc -O2 -o read-order read-order.c && ./read-order FILE ROUNDS [random] */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
@@ -37,6 +38,8 @@ int main(int argc, char **argv)
     char *buf = malloc(total);
     if (argc < 2 || !buf || (fd = open(argv[1], O_RDONLY)) < 0)
         return 2;
+    if (argc > 3 && !strcmp(argv[3], "random"))
+        posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
     for (int i = 0; i < n; i++)
         perm[i] = (i * 13) % 32;
     memset(buf, 1, total);
