@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "mst_header_parse.h"
+#include "mst_buf.h"
 #include "mst_utf8.h"
 
 static int cmp_name(const char *a, size_t alen, const char *b, size_t blen)
@@ -69,6 +70,7 @@ static int validate(mst_header *h, uint64_t data_len, mst_err *err)
     h->by_name = malloc((h->ntensors ? h->ntensors : 1) * sizeof *h->by_name);
     if (!h->by_name)
         return mst_err_set(err, MST_ERR_NO_MEMORY, "out of memory validating the header");
+    mst_advise_huge(h->by_name, h->ntensors * sizeof *h->by_name);
     for (size_t i = 0; i < h->ntensors; i++)
         h->by_name[i] = i;
     sort_header = h;

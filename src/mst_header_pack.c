@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "mst_header.h"
+#include "mst_buf.h"
 
 /* Layout, u64 words in host order: ntensors, nmeta, data_len, nstrings,
  * ndims; per tensor (in h->tensors' order) name_off, name_len, dtype, ndim,
@@ -113,6 +114,10 @@ int mst_header_unpack(mst_header *h, const char **p, const char *end)
     h->strings = malloc(nstrings ? nstrings : 1);
     if (!h->tensors || !h->meta || !h->by_name || !h->dims || !h->strings)
         goto fail;
+    mst_advise_huge(h->tensors, nt * sizeof *h->tensors);
+    mst_advise_huge(h->by_name, nt * sizeof *h->by_name);
+    mst_advise_huge(h->dims, ndims * sizeof *h->dims);
+    mst_advise_huge(h->strings, nstrings);
     h->ntensors = nt;
     h->nmeta = nm;
     for (uint64_t i = 0; i < nt; i++)

@@ -3,6 +3,7 @@
  * data_offsets, in the forms serde accepts (see mst_header_decode). Builds
  * the mst_header the validation in mst_header.c then checks. */
 #include "mst_header_parse.h"
+#include "mst_buf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@ static int push_dim(mst_header_parser *p, uint64_t v)
             return mst_json_no_memory(p);
         p->h->dims = d;
         p->dcap = cap;
+        mst_advise_huge(d, cap * sizeof *d);
     }
     p->h->dims[p->ndims++] = (int64_t)v;
     return MST_OK;
@@ -288,6 +290,8 @@ static int parse_top(mst_header_parser *p)
                     if (!nt || !nd)
                         return mst_json_no_memory(p);
                     p->tcap = cap;
+                    mst_advise_huge(nt, cap * sizeof *nt);
+                    mst_advise_huge(nd, cap * sizeof *nd);
                 }
                 t = &h->tensors[h->ntensors];
                 memset(t, 0, sizeof *t);

@@ -8,6 +8,7 @@
  * the loader's and handed to their sinks. */
 #include "mst_loader.h"
 #include "mst_io.h"
+#include "mst_buf.h"
 #include "mst_redist.h"
 
 #include <limits.h>
@@ -28,7 +29,8 @@ static int gather_table(mst_loader *l, uint64_t **tab, size_t *len, mst_err *err
     mst_err_clear(&local);
     for (size_t i = 0; i < l->nreqs; i++)
         mine += ML_REC_FIXED + 2 * (size_t)l->reqs[i].ndim;
-    rec = malloc((mine ? mine : 1) * sizeof *rec);
+    if ((rec = malloc((mine ? mine : 1) * sizeof *rec)))
+        mst_advise_huge(rec, mine * sizeof *rec);
     lens = malloc((size_t)l->nranks * sizeof *lens);
     counts = malloc((size_t)l->nranks * 2 * sizeof *counts);
     if (!rec || !lens || !counts) {
@@ -67,7 +69,9 @@ static int gather_table(mst_loader *l, uint64_t **tab, size_t *len, mst_err *err
         counts[j] = (int)lens[j];
         total += lens[j];
     }
-    if (!(*tab = malloc((size_t)(total ? total : 1) * sizeof **tab)))
+    if ((*tab = malloc((size_t)(total ? total : 1) * sizeof **tab)))
+        mst_advise_huge(*tab, (size_t)total * sizeof **tab);
+    if (!*tab)
         mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory for the request table",
                     l->rank);
 out:

@@ -6,6 +6,7 @@
  * that some box needs. */
 #include "mst_loader.h"
 #include "mst_redist_plan.h"
+#include "mst_buf.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,7 @@ static int read_table(ml_plan *p, const uint64_t *tab, size_t len, const ml_file
                 return -1;
             p->boxes = g;
             cap = ncap;
+            mst_advise_huge(g, ncap * sizeof *g);
         }
         b = &p->boxes[n++];
         b->file = (size_t)tab[pos];
@@ -100,6 +102,8 @@ static int make_groups(ml_plan *p, const ml_file *files)
     p->dims = calloc(ndims ? ndims : 1, sizeof *p->dims);
     if (!p->g || !p->dims)
         return -1;
+    mst_advise_huge(p->g, ng * sizeof *p->g);
+    mst_advise_huge(p->dims, ndims * sizeof *p->dims);
     ng = 0;
     ndims = 0;
     for (size_t i = 0; i < p->nboxes; i++) {
@@ -302,6 +306,7 @@ static int cut(ml_plan *p, int nranks, int me, uint64_t buffer)
                     }
                     p->c = gr;
                     cap = ncap;
+                    mst_advise_huge(gr, ncap * sizeof *gr);
                 }
                 p->c[nc++] = c;
                 prev = dest;
