@@ -39,7 +39,7 @@ typedef struct load_ctx {
     const bench_ctx *c;
     unsigned char *dst;   /* laid out as c->slab */
     uint64_t *file_off;   /* per piece: the file offset of its tensor's data (load-raw) */
-    size_t *file_order;   /* the pieces in load-raw-file's order */
+    size_t *file_order;   /* the pieces sorted by file offset (load-raw-file) */
     uint64_t read_bytes;  /* this rank's bytes read from storage */
     double open_s;        /* seconds until the header was known */
 } load_ctx;
@@ -242,6 +242,7 @@ static int run_raw(load_ctx *L, int m, double t0)
     const bench_ctx *c = L->c;
     MPI_File fh;
     int bad = 0, view = 0;
+    size_t first = (size_t)((uint64_t)c->n * (uint64_t)c->rank / (uint64_t)c->size);
     if (MPI_File_open(MPI_COMM_SELF, c->o->out, MPI_MODE_RDONLY, MPI_INFO_NULL, &fh) !=
         MPI_SUCCESS) {
         fprintf(c->err, "mst-bench: rank %d: MPI_File_open of %s failed\n", c->rank, c->o->out);
@@ -250,7 +251,7 @@ static int run_raw(load_ctx *L, int m, double t0)
     MPI_File_set_errhandler(fh, MPI_ERRORS_RETURN);
     L->open_s = MPI_Wtime() - t0;
     for (size_t i = 0; i < c->n && !bad; i++) {
-        size_t k = m == M_LOAD_RAW_FILE ? L->file_order[i] : i;
+        size_t k = m == M_LOAD_RAW_FILE ? L->file_order[(first + i) % c->n] : i;
         const piece *p = &c->pieces[k];
         uint64_t at = L->file_off[k] + first_byte(p);
         if (contiguous(p)) {
@@ -407,19 +408,14 @@ static int by_offset(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Untimed: load-raw-file's order, the pieces sorted by file offset and
- * rotated to start r/n of the way through (read_direct in the loader). */
+/* Untimed: the pieces sorted by file offset, for load-raw-file (which
+ * starts each rank r/n of the way through them, as read_direct does). */
 static void order_by_file(load_ctx *L)
 {
-    const bench_ctx *c = L->c;
-    size_t n = c->n, first = (size_t)((uint64_t)n * (uint64_t)c->rank / (uint64_t)c->size);
-    size_t *sorted = L->file_order + n;
-    for (size_t k = 0; k < n; k++)
-        sorted[k] = k;
+    for (size_t k = 0; k < L->c->n; k++)
+        L->file_order[k] = k;
     sort_ctx = L;
-    qsort(sorted, n, sizeof *sorted, by_offset);
-    for (size_t i = 0; i < n; i++)
-        L->file_order[i] = sorted[(first + i) % n];
+    qsort(L->file_order, L->c->n, sizeof *L->file_order, by_offset);
 }
 
 /* Untimed, every rank: the file offset of each of its pieces' tensors. */
@@ -453,7 +449,7 @@ int bench_load_main(const bench_ctx *c, FILE *out)
     L.c = c;
     L.dst = malloc(c->slab_bytes ? c->slab_bytes : 1);
     L.file_off = calloc(c->n ? c->n : 1, sizeof *L.file_off);
-    L.file_order = calloc(c->n ? 2 * c->n : 1, sizeof *L.file_order);
+    L.file_order = calloc(c->n ? c->n : 1, sizeof *L.file_order);
     status = !L.dst || !L.file_off || !L.file_order;
     if (status)
         fprintf(c->err, "mst-bench: rank %d: out of memory\n", c->rank);

@@ -67,10 +67,9 @@ static int validate(mst_header *h, uint64_t data_len, mst_err *err)
     uint64_t start = 0;
     if (h->ntensors > 1)
         qsort(h->tensors, h->ntensors, sizeof *h->tensors, cmp_by_offsets);
-    h->by_name = malloc((h->ntensors ? h->ntensors : 1) * sizeof *h->by_name);
+    h->by_name = mst_malloc_big((h->ntensors ? h->ntensors : 1) * sizeof *h->by_name);
     if (!h->by_name)
         return mst_err_set(err, MST_ERR_NO_MEMORY, "out of memory validating the header");
-    mst_advise_huge(h->by_name, h->ntensors * sizeof *h->by_name);
     for (size_t i = 0; i < h->ntensors; i++)
         h->by_name[i] = i;
     sort_header = h;

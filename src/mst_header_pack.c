@@ -109,15 +109,12 @@ int mst_header_unpack(mst_header *h, const char **p, const char *end)
     *p += 8 * (7 * nt + 4 * nm);
     h->tensors = calloc(nt ? nt : 1, sizeof *h->tensors);
     h->meta = calloc(nm ? nm : 1, sizeof *h->meta);
-    h->by_name = malloc((nt ? nt : 1) * sizeof *h->by_name);
-    h->dims = malloc((ndims ? ndims : 1) * sizeof *h->dims);
-    h->strings = malloc(nstrings ? nstrings : 1);
+    h->by_name = mst_malloc_big((nt ? nt : 1) * sizeof *h->by_name);
+    h->dims = mst_malloc_big((ndims ? ndims : 1) * sizeof *h->dims);
+    h->strings = mst_malloc_big(nstrings ? nstrings : 1);
     if (!h->tensors || !h->meta || !h->by_name || !h->dims || !h->strings)
         goto fail;
-    mst_advise_huge(h->tensors, nt * sizeof *h->tensors);
-    mst_advise_huge(h->by_name, nt * sizeof *h->by_name);
-    mst_advise_huge(h->dims, ndims * sizeof *h->dims);
-    mst_advise_huge(h->strings, nstrings);
+    mst_advise_huge(h->tensors, nt * sizeof *h->tensors); /* calloc: zeroed, then advised */
     h->ntensors = nt;
     h->nmeta = nm;
     for (uint64_t i = 0; i < nt; i++)

@@ -29,8 +29,7 @@ static int gather_table(mst_loader *l, uint64_t **tab, size_t *len, mst_err *err
     mst_err_clear(&local);
     for (size_t i = 0; i < l->nreqs; i++)
         mine += ML_REC_FIXED + 2 * (size_t)l->reqs[i].ndim;
-    if ((rec = malloc((mine ? mine : 1) * sizeof *rec)))
-        mst_advise_huge(rec, mine * sizeof *rec);
+    rec = mst_malloc_big((mine ? mine : 1) * sizeof *rec);
     lens = malloc((size_t)l->nranks * sizeof *lens);
     counts = malloc((size_t)l->nranks * 2 * sizeof *counts);
     if (!rec || !lens || !counts) {
@@ -69,9 +68,7 @@ static int gather_table(mst_loader *l, uint64_t **tab, size_t *len, mst_err *err
         counts[j] = (int)lens[j];
         total += lens[j];
     }
-    if ((*tab = malloc((size_t)(total ? total : 1) * sizeof **tab)))
-        mst_advise_huge(*tab, (size_t)total * sizeof **tab);
-    if (!*tab)
+    if (!(*tab = mst_malloc_big((size_t)(total ? total : 1) * sizeof **tab)))
         mst_err_set(&local, MST_ERR_NO_MEMORY, "rank %d: out of memory for the request table",
                     l->rank);
 out:
