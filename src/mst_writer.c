@@ -169,6 +169,7 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem)
     q = realloc(*p, c * elem);
     if (!q)
         return -1;
+    mst_advise_huge(q, c * elem); /* a million declarations: tens of MiB */
     *p = q;
     *cap = c;
     return 0;
@@ -183,7 +184,7 @@ static void *arena_alloc(mst_writer *w, size_t bytes)
         size_t cap = b ? (b->cap < ARENA_MAX_WORDS ? 2 * b->cap : b->cap) : ARENA_FIRST_WORDS;
         if (cap < words)
             cap = words;
-        if (cap > (SIZE_MAX - sizeof *b) / 8 || !(b = malloc(sizeof *b + cap * 8)))
+        if (cap > (SIZE_MAX - sizeof *b) / 8 || !(b = mst_malloc_big(sizeof *b + cap * 8)))
             return NULL;
         b->next = w->arena;
         b->used = 0;

@@ -65,7 +65,7 @@ typedef struct arena_block {
 } arena_block;
 
 #define ARENA_FIRST_WORDS 512       /* 4 KiB */
-#define ARENA_MAX_WORDS (1u << 17)  /* 1 MiB: later blocks */
+#define ARENA_MAX_WORDS (1u << 20)  /* 8 MiB: later blocks (huge-page advice from 4 MiB) */
 #define ARENA_OWN_BYTES 256         /* larger entries get an allocation of their own */
 
 struct mst_writer {
