@@ -67,6 +67,8 @@ static int save(const bench_ctx *c, MPI_Comm comm, const char *path, MPI_Info in
         mst_writer_set_checksums(w, save_checksums);
         mst_writer_add_metadata(w, "format", "pt");
         declare(c, w, arg); /* errors of the declarations come back from the commit */
+        if (marks)
+            bench_probe_commit();
         rc = mst_writer_commit(w);
     }
     if (marks)

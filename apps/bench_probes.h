@@ -14,6 +14,17 @@ void bench_probe_start(void);
  * MPI_File_sync. A phase not seen ends where the one before it ended. */
 void bench_probe_stop(double t0, double marks[3]);
 
+/* Notes the call of mst_writer_commit (the declarations are made). */
+void bench_probe_commit(void);
+
+/* This rank's split of the plan phase, from t0: split[0] until the commit
+ * (mst_writer_open and the declarations), split[1] the exchange (until the
+ * first MPI_Gatherv after the commit ends: mst's gather of declarations),
+ * split[2] from there to the first MPI_File_open (on rank 0: validation,
+ * canonical order, offsets and header; rank 0 opens the temporary file
+ * before it sends the offsets). -1 if a mark is missing. */
+int bench_probe_split(double t0, double split[3]);
+
 /* CPU seconds of this process at the first MPI_File_open since the last
  * bench_probe_start; -1 if none. */
 double bench_probe_cpu_at_open(void);

@@ -22,9 +22,10 @@
  * (the caller's tensors), and every rank's CPU seconds (cpu_s; for mst also
  * cpu_plan_s, until its first file open). The phases of the saves through mst
  * are taken without touching the library: bench_probes.c interposes
- * MPI_File_open, MPI_File_write_at, MPI_File_write_at_all, MPI_Wait and
- * MPI_File_sync (the MPI profiling interface) and notes when each rank first
- * opens the file, last writes and last syncs.
+ * MPI_File_open, MPI_File_write_at, MPI_File_write_at_all, MPI_Wait,
+ * MPI_File_sync and MPI_Gatherv (the MPI profiling interface) and notes when
+ * each rank first opens the file, last writes and last syncs, and when rank
+ * 0's gather of declarations ends (rank0_plan: declare, exchange, plan).
  *
  * "mst-bench train ..." is the training-loop stand-in of split-phase saves
  * (bench_train.c: mst_writer_commit against begin/end, with and without the
@@ -315,7 +316,8 @@ static void warm_up(const bench_ctx *c)
 /* The JSON line of one run: t1 - t0 its seconds, gmarks the latest end of
  * each phase over the ranks, all[5 * r + k] rank r's memory and CPU figures. */
 static void print_row(const bench_ctx *c, int m, int run, double t0, double t1,
-                      const double gmarks[4], const double *all, FILE *out)
+                      const double gmarks[4], const double *all, const double *split,
+                      FILE *out)
 {
     static const char *const keys[5] = {"rss_before_mib", "peak_mib", "extra_mib", "cpu_s",
                                         "cpu_plan_s"};
@@ -340,6 +342,9 @@ static void print_row(const bench_ctx *c, int m, int run, double t0, double t1,
     if (m == M_CONSOLIDATE)
         fprintf(out, ",\"consolidate\":%.6f", s > end ? s - end : 0.0);
     fputc('}', out);
+    if (split)
+        fprintf(out, ",\"rank0_plan\":{\"declare\":%.6f,\"exchange\":%.6f,\"plan\":%.6f}",
+                split[0], split[1], split[2]);
     if ((m == M_MST || m == M_MST_CRC) && c->o->nhints) {
         fputs(",\"hints\":\"", out);
         for (int i = 0; i < c->o->nhints; i++) {
@@ -364,8 +369,8 @@ static void print_row(const bench_ctx *c, int m, int run, double t0, double t1,
  * Nonzero (on every rank) if any rank failed. */
 static int one_run(const bench_ctx *c, int m, int run, FILE *out, int quiet)
 {
-    double t0, t1, cpu0, marks[4] = {0, 0, 0, 0}, gmarks[4], mem[5], *all = NULL;
-    int bad = 0, any = 0;
+    double t0, t1, cpu0, marks[4] = {0, 0, 0, 0}, gmarks[4], mem[5], *all = NULL, split[3];
+    int bad = 0, any = 0, have_split;
 
     /* untimed: no file in the way, nothing of an earlier run still dirty */
     bench_remove_files(c);
@@ -383,6 +388,7 @@ static int one_run(const bench_ctx *c, int m, int run, FILE *out, int quiet)
     mem[1] = bench_status_mib("VmHWM");
     mem[2] = mem[1] - mem[0];
     mem[3] = bench_cpu_seconds() - cpu0;
+    have_split = (m == M_MST || m == M_MST_CRC) && bench_probe_split(t0, split) == 0;
     /* mst: CPU until the first file open, i.e. declarations, exchange, plan, header */
     mem[4] = (m == M_MST || m == M_MST_CRC) && bench_probe_cpu_at_open() >= 0 ? bench_probe_cpu_at_open() - cpu0
                                                            : -1;
@@ -392,7 +398,7 @@ static int one_run(const bench_ctx *c, int m, int run, FILE *out, int quiet)
         all = malloc((size_t)c->size * 5 * sizeof *all);
     MPI_Gather(mem, 5, MPI_DOUBLE, all, 5, MPI_DOUBLE, 0, c->comm);
     if (!any && c->rank == 0 && all && !quiet)
-        print_row(c, m, run, t0, t1, gmarks, all, out);
+        print_row(c, m, run, t0, t1, gmarks, all, have_split ? split : NULL, out);
     free(all);
     return any != 0;
 }

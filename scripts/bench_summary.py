@@ -215,13 +215,21 @@ def main():
                     max(x["open_s"] for x in g)), med([x["seconds"] for x in g])))
         out.append("")
 
+    def split(rows):
+        """rank 0's declare / exchange / plan seconds (medians), where measured"""
+        xs = [r["rank0_plan"] for r in rows if "rank0_plan" in r]
+        if not xs:
+            return "-"
+        return " / ".join("%.4f" % med([x[k] for x in xs]) for k in ("declare", "exchange", "plan"))
+
     sm = load(d, "small")
     if sm:
         out.append("### Many small tensors (issue 19): seconds, median [min-max]; ratios of "
                    "medians\n")
         out.append("| io | ranks | tensors | mst s | gather s | raw s | gather/mst (goal >= 1.5) "
-                   "| raw/mst (goal >= 0.3) | mst plan s | mst write s |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|")
+                   "| raw/mst (goal >= 0.3) | mst plan s | rank 0: declare / exchange / plan s "
+                   "| mst write s |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
         groups = collections.OrderedDict()
         for r in sm:
             groups.setdefault((r["io"], r["ranks"], r["tensors"]), {}).setdefault(
@@ -232,10 +240,10 @@ def main():
             def rng(xs):
                 return "%.4f [%.4f-%.4f]" % (med(xs), min(xs), max(xs)) if xs else "-"
             mm = med(secs("mst"))
-            out.append("| %s | %d | %d | %s | %s | %s | %.2f | %.2f | %.4f | %.4f |" % (
+            out.append("| %s | %d | %d | %s | %s | %s | %.2f | %.2f | %.4f | %s | %.4f |" % (
                 io, n, nt, rng(secs("mst")), rng(secs("gather")), rng(secs("raw")),
                 med(secs("gather")) / mm, med(secs("raw")) / mm,
-                med([x["phases"]["plan"] for x in g.get("mst", [])]),
+                med([x["phases"]["plan"] for x in g.get("mst", [])]), split(g.get("mst", [])),
                 med([x["phases"]["write"] for x in g.get("mst", [])])))
         out.append("")
     s1 = load(d, "small1m")
@@ -243,12 +251,12 @@ def main():
         out.append("### The largest count of tiny tensors, saved (goal: 10^6 under 2 s at 4 "
                    "ranks)\n")
         out.append("| ranks | tensors | runs | total s median [min-max] | to the first open s "
-                   "| then writes s | rank 0 extra MiB |")
-        out.append("|---|---|---|---|---|---|---|")
+                   "| rank 0: declare / exchange / plan s | then writes s | rank 0 extra MiB |")
+        out.append("|---|---|---|---|---|---|---|---|")
         xs = [x["seconds"] for x in s1]
-        out.append("| %d | %d | %d | %.3f [%.3f-%.3f] | %.3f | %.3f | %.1f |" % (
+        out.append("| %d | %d | %d | %.3f [%.3f-%.3f] | %.3f | %s | %.3f | %.1f |" % (
             s1[0]["ranks"], s1[0]["tensors"], len(s1), med(xs), min(xs), max(xs),
-            med([x["phases"]["plan"] for x in s1]),
+            med([x["phases"]["plan"] for x in s1]), split(s1),
             med([x["phases"]["write"] for x in s1]),
             med([x["extra_mib"][0] for x in s1])))
         out.append("")
