@@ -134,7 +134,8 @@ int MPI_File_write_at_all(MPI_File fh, MPI_Offset offset, const void *buf, int c
     return rc;
 }
 
-/* mst waits for its MPI_File_iwrite_at calls (strided slices) with MPI_Wait */
+/* a non-blocking write (MPI_File_iwrite_at) ends with MPI_Wait (mst's writes
+ * have been blocking since its redistribution stopped using them) */
 int MPI_Wait(MPI_Request *req, MPI_Status *status)
 {
     int rc = PMPI_Wait(req, status);

@@ -135,11 +135,11 @@ typedef struct mst_writer mst_writer;
  *   failed collective write silently, and hangs in the collective open when
  *   it fails on one rank only; see README "Guarantees"). Every rank must give
  *   the same value (else MST_ERR_INVALID_ARGUMENT on every rank).
- * - "mst_redist_buffer": bytes (decimal digits, at least 1), in all, of the
- *   two buffers (half each) through which a rank receives and writes other
- *   ranks' parts of strided boxes. Default: the staging size
+ * - "mst_redist_buffer": bytes (decimal digits, at least 1) of the buffer
+ *   through which a rank receives, then writes, other ranks' parts of
+ *   strided boxes, one round at a time. Default: the staging size
  *   (mst_writer_set_staging) up to 1 MiB. Ranks may differ: the smallest
- *   value over the ranks is used, at most 2 GiB. Unused with "collective".
+ *   value over the ranks is used, at most 1 GiB. Unused with "collective".
  *   Set, it is also the bytes per round in which the small tensors (under
  *   64 KiB) of several ranks are gathered to their writers (default 8 MiB).
  * Any other value of these two keys fails the commit with

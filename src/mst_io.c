@@ -345,34 +345,6 @@ int mst_io_write_runs(MPI_File fh, const char *path, const uint64_t *off, const 
                         path);
 }
 
-int mst_io_iwrite(MPI_File fh, const char *path, uint64_t offset, const void *buf, uint64_t len,
-                  MPI_Request *req, int rank, const char *what, mst_err *err)
-{
-    int rc, e;
-    errno = 0;
-    rc = MPI_File_iwrite_at(fh, (MPI_Offset)offset, buf, (int)len, MPI_BYTE, req);
-    e = errno;
-    if (rc == MPI_SUCCESS)
-        return MST_OK;
-    *req = MPI_REQUEST_NULL;
-    return write_failed(err, rc, e, rank, what, len, offset, 0, len, offset, path);
-}
-
-int mst_io_iwait(MPI_Request *req, const char *path, uint64_t offset, uint64_t len, int rank,
-                 const char *what, mst_err *err)
-{
-    MPI_Status st;
-    MPI_Count got = 0;
-    int rc, e;
-    errno = 0;
-    rc = MPI_Wait(req, &st);
-    e = errno;
-    if (rc == MPI_SUCCESS && MPI_Get_elements_x(&st, MPI_BYTE, &got) == MPI_SUCCESS &&
-        (uint64_t)got == len)
-        return MST_OK;
-    return write_failed(err, rc, e, rank, what, len, offset, (long long)got, len, offset, path);
-}
-
 int mst_io_open_shared(MPI_Comm comm, const char *tmp, MPI_Info hints, int rank, MPI_File *fh,
                        mst_err *err)
 {

@@ -50,17 +50,6 @@ int mst_io_write(MPI_File fh, const char *path, uint64_t offset, const void *buf
 int mst_io_write_runs(MPI_File fh, const char *path, const uint64_t *off, const uint64_t *len,
                       size_t n, const void *buf, int rank, const char *what, mst_err *err);
 
-/* Local. Starts writing len (at most MST_IO_CHUNK) bytes at offset with
- * MPI_File_iwrite_at; *req is finished by mst_io_iwait (always, even after a
- * failure elsewhere: the buffer must outlive the request). Messages as
- * mst_io_write. */
-int mst_io_iwrite(MPI_File fh, const char *path, uint64_t offset, const void *buf, uint64_t len,
-                  MPI_Request *req, int rank, const char *what, mst_err *err);
-
-/* Local. Waits for a write started by mst_io_iwrite and checks its count. */
-int mst_io_iwait(MPI_Request *req, const char *path, uint64_t offset, uint64_t len, int rank,
-                 const char *what, mst_err *err);
-
 /* Collective over comm. Opens the (existing) temporary file on every rank of
  * comm, for the collective writes of strided boxes. */
 int mst_io_open_shared(MPI_Comm comm, const char *tmp, MPI_Info hints, int rank, MPI_File *fh,

@@ -268,18 +268,6 @@ static int build_round(const mst_redist_plan *s, size_t c0, size_t c1, int me, i
 
 /* ---- the writes ---------------------------------------------------------- */
 
-/* A write in flight: the bytes [pos, pos + len) of a tensor. */
-typedef struct pending {
-    MPI_Request req;
-    size_t tensor;
-    uint64_t pos, len;
-} pending;
-
-typedef struct pending_list {
-    pending *p;
-    size_t n, cap;
-} pending_list;
-
 static void describe_part(char *what, size_t cap, const mst_redist_tensor *r, uint64_t pos,
                           uint64_t len)
 {
@@ -289,29 +277,15 @@ static void describe_part(char *what, size_t cap, const mst_redist_tensor *r, ui
              mst_quote(q, sizeof q, r->name, r->name_len, MST_QUOTE_LIMIT));
 }
 
-/* Finishes every write of l; the first failure goes to err (if it has none). */
-static void wait_writes(const mst_redist_plan *s, pending_list *l, int me, const char *path,
-                        mst_err *err)
-{
-    for (size_t i = 0; i < l->n; i++) {
-        const pending *p = &l->p[i];
-        const mst_redist_tensor *r = &s->t[p->tensor];
-        char what[MST_QUOTE_MAX + 120];
-        mst_err e;
-        mst_err_clear(&e);
-        describe_part(what, sizeof what, r, p->pos, p->len);
-        if (mst_io_iwait(&l->p[i].req, path, r->offset + p->pos, p->len, me, what, &e) &&
-            err->code == MST_OK)
-            *err = e;
-    }
-    l->n = 0;
-}
-
-/* Starts writing the chunks of [c0, c1) that this rank received, leaving out
- * the ranges of contiguous boxes (their owners write them). */
-static int start_writes(const mst_redist_plan *s, size_t c0, size_t c1, int me,
+/* Writes the chunks of [c0, c1) that this rank received, leaving out the
+ * ranges of contiguous boxes (their owners write them). Blocking writes: an
+ * MPI_File_iwrite_at per chunk, overlapping the next round's exchange, made
+ * column splits 2x slower under OMPIO (its POSIX AIO threads, polled under a
+ * mutex, and their writes contending for the file's lock with the next
+ * round's) and no faster under ROMIO (docs/BENCHMARKS.md, issue 19). */
+static int write_chunks(const mst_redist_plan *s, size_t c0, size_t c1, int me,
                         const unsigned char *stage, MPI_File fh, const char *path,
-                        pending_list *l, mst_crc_acc *crc, mst_err *err)
+                        mst_crc_acc *crc, mst_err *err)
 {
     for (size_t ci = c0; ci < c1; ci++) {
         const mst_redist_chunk *c = &s->c[ci];
@@ -325,28 +299,12 @@ static int start_writes(const mst_redist_plan *s, size_t c0, size_t c1, int me,
                 gap_end = end;
             if (gap_end > pos) {
                 char what[MST_QUOTE_MAX + 120];
-                pending *p;
-                if (l->n == l->cap) {
-                    size_t ncap = l->cap ? 2 * l->cap : 16;
-                    pending *g = realloc(l->p, ncap * sizeof *g);
-                    if (!g)
-                        return mst_err_set(err, MST_ERR_NO_MEMORY, "rank %d: out of memory",
-                                           me);
-                    l->p = g;
-                    l->cap = ncap;
-                }
-                p = &l->p[l->n];
-                p->tensor = c->tensor;
-                p->pos = pos;
-                p->len = gap_end - pos;
-                describe_part(what, sizeof what, r, p->pos, p->len);
+                const unsigned char *from = stage + c->stage + (pos - c->first);
+                describe_part(what, sizeof what, r, pos, gap_end - pos);
                 if (crc)
-                    mst_crc_add_piece(crc, r->offset, r->bytes, pos,
-                                      stage + c->stage + (pos - c->first), p->len);
-                if (mst_io_iwrite(fh, path, r->offset + pos, stage + c->stage + (pos - c->first),
-                                  p->len, &p->req, me, what, err))
+                    mst_crc_add_piece(crc, r->offset, r->bytes, pos, from, gap_end - pos);
+                if (mst_io_write(fh, path, r->offset + pos, from, gap_end - pos, me, what, err))
                     return err->code;
-                l->n++;
             }
             if (k == r->ndirect)
                 break;
@@ -372,8 +330,7 @@ int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_
 {
     mst_redist_plan s;
     round_types rt;
-    unsigned char *stage[2] = {NULL, NULL};
-    pending_list writes[2];
+    unsigned char *stage = NULL;
     size_t maxdim = 1;
     int me, nranks, rc;
     uint64_t buf = 0;
@@ -381,21 +338,20 @@ int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_
 
     memset(&s, 0, sizeof s);
     memset(&rt, 0, sizeof rt);
-    memset(writes, 0, sizeof writes);
     mst_err_clear(&local);
     MPI_Comm_rank(comm, &me);
     MPI_Comm_size(comm, &nranks);
     if (!tab || len == 0)
         return MST_OK;
 
-    /* the same buffer size on every rank: the smallest; two halves, so the
-     * writes of one round overlap the exchange of the next */
+    /* the same buffer size on every rank: the smallest */
     rc = MPI_Allreduce(&buffer, &buf, 1, MPI_UINT64_T, MPI_MIN, comm);
     if (rc != MPI_SUCCESS)
         mst_err_set(&local, MST_ERR_MPI, "rank %d: MPI_Allreduce of the buffer size failed", me);
-    if (buf > 2 * MST_IO_CHUNK)
-        buf = 2 * MST_IO_CHUNK;
-    buf = buf / 2 ? buf / 2 : 1;
+    if (buf > MST_IO_CHUNK)
+        buf = MST_IO_CHUNK;
+    if (buf == 0)
+        buf = 1;
     if (local.code == MST_OK && mst_redist_read(tab, len, &s.t, &s.nt) != 0)
         mst_err_set(&local, MST_ERR_MPI, "rank %d: the strided-box table received is malformed",
                     me);
@@ -409,12 +365,11 @@ int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_
         rt.scount = calloc((size_t)nranks * 4, sizeof *rt.scount);
         rt.stype = malloc((size_t)nranks * 2 * sizeof *rt.stype);
         rt.dims = malloc(5 * maxdim * sizeof *rt.dims);
-        stage[0] = malloc(s.need ? (size_t)s.need : 1);
-        stage[1] = s.rounds > 1 ? malloc(s.need ? (size_t)s.need : 1) : NULL;
-        if (!rt.scount || !rt.stype || !rt.dims || !stage[0] || (s.rounds > 1 && !stage[1])) {
+        stage = malloc(s.need ? (size_t)s.need : 1);
+        if (!rt.scount || !rt.stype || !rt.dims || !stage) {
             mst_err_set(&local, MST_ERR_NO_MEMORY,
-                        "rank %d: out of memory for redistribution buffers of 2 x %llu bytes",
-                        me, (unsigned long long)s.need);
+                        "rank %d: out of memory for a redistribution buffer of %llu bytes", me,
+                        (unsigned long long)s.need);
         } else {
             rt.rcount = rt.scount + nranks;
             rt.sdisp = rt.rcount + nranks;
@@ -425,14 +380,11 @@ int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_
         }
     }
 
-    /* Round r lands in stage[r % 2] once the writes from it (round r - 2)
-     * are finished. One agreement per round, before its exchange: it carries
-     * a failure of those writes or of this round's datatypes to every rank. */
+    /* One agreement per round, before its exchange: it carries a failure of
+     * the last round's writes or of this round's datatypes to every rank. */
     for (size_t c0 = 0, c1 = 0, round = 0; round < s.rounds; round++, c0 = c1) {
-        int h = (int)(round % 2);
         for (c1 = c0; c1 < s.nc && s.c[c1].round == round; c1++)
             ;
-        wait_writes(&s, &writes[h], me, path, &local);
         if (local.code == MST_OK &&
             (rc = build_round(&s, c0, c1, me, nranks, data, ctx, &rt)) != MPI_SUCCESS)
             mpi_failed(&local, rc == MPI_ERR_NO_MEM ? MST_ERR_NO_MEMORY : MST_ERR_MPI, rc, me,
@@ -442,30 +394,22 @@ int mst_redist_write(MPI_Comm comm, const uint64_t *tab, size_t len, mst_redist_
             goto out;
         }
         rc = MPI_Alltoallw(rt.sbuf ? rt.sbuf : MPI_BOTTOM, rt.scount, rt.sdisp, rt.stype,
-                           stage[h], rt.rcount, rt.rdisp, rt.rtype, comm);
+                           stage, rt.rcount, rt.rdisp, rt.rtype, comm);
         free_round(&rt, nranks);
         if (rc != MPI_SUCCESS) {
             mpi_failed(&local, MST_ERR_MPI, rc, me, "MPI_Alltoallw moving strided boxes");
             continue;
         }
-        start_writes(&s, c0, c1, me, stage[h], fh, path, &writes[h], crc, &local);
+        write_chunks(&s, c0, c1, me, stage, fh, path, crc, &local);
     }
-    wait_writes(&s, &writes[0], me, path, &local);
-    wait_writes(&s, &writes[1], me, path, &local);
     mst_agree(comm, &local, err);
 out:
-    /* no write may still read a buffer that is freed */
-    wait_writes(&s, &writes[0], me, path, &local);
-    wait_writes(&s, &writes[1], me, path, &local);
-    free(writes[0].p);
-    free(writes[1].p);
     free(s.t);
     free(s.c);
     free(rt.scount);
     free(rt.stype);
     free(rt.p);
     free(rt.dims);
-    free(stage[0]);
-    free(stage[1]);
+    free(stage);
     return err->code;
 }

@@ -32,15 +32,17 @@
 
 struct mst_crc_acc;
 
-/* Bytes of the per-rank buffers at most (the staging size, if smaller): 1
- * MiB, two halves of 512 KiB. Each round of the redistribution costs an
- * agreement and an MPI_Alltoallw, so smaller halves mean more rounds; larger
- * ones leave a core's cache between the exchange that fills them and the
- * write that empties them. Column splits of 8 BF16 [2048, 4096] tensors,
- * medians of 6 (docs/BENCHMARKS.md, issue 19): 0.098 / 0.090 / 0.078 /
- * 0.083 s at 2 ranks with 512 KiB / 1 / 2 / 4 MiB, 0.070 / 0.061 / 0.070 /
- * 0.080 s at 4 ranks; the earlier 8 MiB took 0.47-0.55 s. On a parallel file
- * system the hint mst_redist_buffer can ask for stripe-sized chunks. */
+/* Bytes of the per-rank buffer at most (the staging size, if smaller): 1
+ * MiB. Each round of the redistribution costs an agreement and an
+ * MPI_Alltoallw, so a smaller buffer means more rounds; a larger one leaves a
+ * core's cache between the exchange that fills it and the write that empties
+ * it. Column splits of 8 BF16 [2048, 4096] tensors, medians of 6, seconds
+ * (docs/BENCHMARKS.md, issue 19, "Blocking writes in the redistribution"),
+ * 256 KiB / 512 KiB / 1 MiB / 2 MiB: 0.044 / 0.040 / 0.038 / 0.036 at 2
+ * ranks and 0.055 / 0.053 / 0.050 / 0.054 at 4 under OMPIO, 0.045 / 0.039 /
+ * 0.036 / 0.033 and 0.054 / 0.049 / 0.048 / 0.052 under ROMIO; the earlier
+ * 8 MiB took 0.47-0.55 s. On a parallel file system the hint
+ * mst_redist_buffer can ask for stripe-sized chunks. */
 #define MST_REDIST_BUFFER ((uint64_t)1 << 20)
 
 /* Collective over comm: rank 0's table to every rank (malloc'd into *tab). */
