@@ -27,6 +27,22 @@ void *mst_malloc_big(size_t n)
     return p;
 }
 
+void *mst_calloc_big(size_t count, size_t size)
+{
+    void *p = calloc(count, size);
+    if (p) /* calloc checked count * size */
+        mst_advise_huge(p, count * size);
+    return p;
+}
+
+void *mst_realloc_big(void *p, size_t n)
+{
+    void *q = realloc(p, n);
+    if (q)
+        mst_advise_huge(q, n);
+    return q;
+}
+
 void mst_buf_init(mst_buf *b, size_t limit)
 {
     memset(b, 0, sizeof *b);
@@ -62,14 +78,13 @@ int mst_buf_reserve(mst_buf *b, size_t extra)
         cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     if (b->limit && cap > b->limit)
         cap = b->limit;
-    p = realloc(b->data, cap);
+    p = mst_realloc_big(b->data, cap);
     if (!p) {
         b->no_memory = 1;
         return -1;
     }
     b->data = p;
     b->cap = cap;
-    mst_advise_huge(p, cap);
     return 0;
 }
 

@@ -28,9 +28,12 @@ void mst_buf_put(mst_buf *b, const void *p, size_t n);
  * instead of tens of thousands; a 10^6-tensor save took half the time, a
  * 10^6-tensor load (decoded headers, the loader's plan) 27% less.
  * mst_advise_huge advises the 2 MiB-aligned part of [p, p + n) (from 4 MiB
- * on); mst_malloc_big is malloc and the advice. */
+ * on); mst_malloc_big, mst_calloc_big and mst_realloc_big are malloc,
+ * calloc and realloc, then the advice for what they return. */
 void mst_advise_huge(void *p, size_t n);
 void *mst_malloc_big(size_t n);
+void *mst_calloc_big(size_t count, size_t size);
+void *mst_realloc_big(void *p, size_t n);
 void mst_buf_putc(mst_buf *b, char c);
 void mst_buf_puts(mst_buf *b, const char *s);
 /* Decimal, never an exponent. */

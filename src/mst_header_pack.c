@@ -107,14 +107,13 @@ int mst_header_unpack(mst_header *h, const char **p, const char *end)
     }
     words = *p;
     *p += 8 * (7 * nt + 4 * nm);
-    h->tensors = calloc(nt ? nt : 1, sizeof *h->tensors);
+    h->tensors = mst_calloc_big(nt ? nt : 1, sizeof *h->tensors);
     h->meta = calloc(nm ? nm : 1, sizeof *h->meta);
     h->by_name = mst_malloc_big((nt ? nt : 1) * sizeof *h->by_name);
     h->dims = mst_malloc_big((ndims ? ndims : 1) * sizeof *h->dims);
     h->strings = mst_malloc_big(nstrings ? nstrings : 1);
     if (!h->tensors || !h->meta || !h->by_name || !h->dims || !h->strings)
         goto fail;
-    mst_advise_huge(h->tensors, nt * sizeof *h->tensors); /* calloc: zeroed, then advised */
     h->ntensors = nt;
     h->nmeta = nm;
     for (uint64_t i = 0; i < nt; i++)

@@ -13,12 +13,11 @@ static int push_dim(mst_header_parser *p, uint64_t v)
 {
     if (p->ndims == p->dcap) {
         size_t cap = p->dcap ? p->dcap * 2 : 64;
-        int64_t *d = realloc(p->h->dims, cap * sizeof *d);
+        int64_t *d = mst_realloc_big(p->h->dims, cap * sizeof *d);
         if (!d)
             return mst_json_no_memory(p);
         p->h->dims = d;
         p->dcap = cap;
-        mst_advise_huge(d, cap * sizeof *d);
     }
     p->h->dims[p->ndims++] = (int64_t)v;
     return MST_OK;
@@ -281,8 +280,8 @@ static int parse_top(mst_header_parser *p)
                 mst_header_tensor *t;
                 if (h->ntensors == p->tcap) {
                     size_t cap = p->tcap ? p->tcap * 2 : 64;
-                    mst_header_tensor *nt = realloc(h->tensors, cap * sizeof *nt);
-                    size_t *nd = realloc(p->dim_off, cap * sizeof *nd);
+                    mst_header_tensor *nt = mst_realloc_big(h->tensors, cap * sizeof *nt);
+                    size_t *nd = mst_realloc_big(p->dim_off, cap * sizeof *nd);
                     if (nt)
                         h->tensors = nt;
                     if (nd)
@@ -290,8 +289,6 @@ static int parse_top(mst_header_parser *p)
                     if (!nt || !nd)
                         return mst_json_no_memory(p);
                     p->tcap = cap;
-                    mst_advise_huge(nt, cap * sizeof *nt);
-                    mst_advise_huge(nd, cap * sizeof *nd);
                 }
                 t = &h->tensors[h->ntensors];
                 memset(t, 0, sizeof *t);

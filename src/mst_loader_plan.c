@@ -64,12 +64,11 @@ static int read_table(ml_plan *p, const uint64_t *tab, size_t len, const ml_file
             return -1;
         if (n == cap) {
             size_t ncap = cap ? 2 * cap : 64;
-            ml_box *g = realloc(p->boxes, ncap * sizeof *g);
+            ml_box *g = mst_realloc_big(p->boxes, ncap * sizeof *g);
             if (!g)
                 return -1;
             p->boxes = g;
             cap = ncap;
-            mst_advise_huge(g, ncap * sizeof *g);
         }
         b = &p->boxes[n++];
         b->file = (size_t)tab[pos];
@@ -98,12 +97,10 @@ static int make_groups(ml_plan *p, const ml_file *files)
             ng++;
             ndims += t->ndim ? t->ndim : 1;
         }
-    p->g = calloc(ng ? ng : 1, sizeof *p->g);
-    p->dims = calloc(ndims ? ndims : 1, sizeof *p->dims);
+    p->g = mst_calloc_big(ng ? ng : 1, sizeof *p->g);
+    p->dims = mst_calloc_big(ndims ? ndims : 1, sizeof *p->dims);
     if (!p->g || !p->dims)
         return -1;
-    mst_advise_huge(p->g, ng * sizeof *p->g);
-    mst_advise_huge(p->dims, ndims * sizeof *p->dims);
     ng = 0;
     ndims = 0;
     for (size_t i = 0; i < p->nboxes; i++) {
@@ -299,14 +296,13 @@ static int cut(ml_plan *p, int nranks, int me, uint64_t buffer)
                     p->need = fill[dest];
                 if (nc == cap) {
                     size_t ncap = cap ? 2 * cap : 64;
-                    ml_chunk *gr = realloc(p->c, ncap * sizeof *gr);
+                    ml_chunk *gr = mst_realloc_big(p->c, ncap * sizeof *gr);
                     if (!gr) {
                         free(fill);
                         return -1;
                     }
                     p->c = gr;
                     cap = ncap;
-                    mst_advise_huge(gr, ncap * sizeof *gr);
                 }
                 p->c[nc++] = c;
                 prev = dest;

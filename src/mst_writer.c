@@ -166,10 +166,9 @@ static int grow(void **p, size_t *cap, size_t n, size_t elem)
     if (n < *cap)
         return 0;
     c = *cap ? *cap * 2 : 16;
-    q = realloc(*p, c * elem);
+    q = mst_realloc_big(*p, c * elem); /* a million declarations: tens of MiB */
     if (!q)
         return -1;
-    mst_advise_huge(q, c * elem); /* a million declarations: tens of MiB */
     *p = q;
     *cap = c;
     return 0;
